@@ -1,0 +1,5 @@
+"""``python -m smd`` is the ``smd`` command."""
+
+from smd._cli import main
+
+raise SystemExit(main())
