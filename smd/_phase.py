@@ -132,7 +132,7 @@ class PhaseLike(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
-    """One attempt a phase made (a connection try), for reports and traces."""
+    """One attempt a phase made (a connection try); times are seconds since startup began."""
 
     number: int
     start: float
@@ -140,11 +140,11 @@ class Attempt:
     ok: bool
     detail: Mapping[str, object] = field(default_factory=dict)
 
-    def to_dict(self, origin: float = 0.0) -> dict[str, object]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "number": self.number,
-            "start": round(self.start - origin, 6),
-            "end": round(self.end - origin, 6),
+            "start": round(self.start, 6),
+            "end": round(self.end, 6),
             "ok": self.ok,
             "detail": dict(self.detail),
         }
@@ -165,8 +165,10 @@ class PhaseContext:
         deadline: float,
         history: TimingHistory,
         clock: Clock,
+        origin: float = 0.0,
     ) -> None:
         self.phase = phase
+        self.origin = origin
         self.name = phase.name
         self.settings = settings
         self.environment = settings.environment.value
@@ -192,8 +194,13 @@ class PhaseContext:
         return self.deadline - anyio.current_time()
 
     def record_attempt(self, start: float, end: float, ok: bool, **detail: object) -> Attempt:
-        """Note one attempt (monotonic start/end) for the report and the trace."""
-        attempt = Attempt(len(self.attempts) + 1, start, end, ok, dict(detail))
+        """Note one attempt (``time.monotonic()`` start/end) for the report and the trace.
+
+        Stored relative to the startup's start, like phase times.
+        """
+        attempt = Attempt(
+            len(self.attempts) + 1, start - self.origin, end - self.origin, ok, dict(detail)
+        )
         self.attempts.append(attempt)
         return attempt
 

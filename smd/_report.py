@@ -94,7 +94,7 @@ class PhaseReport:
             return None
         return self.end - self.start
 
-    def to_dict(self, origin: float = 0.0) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "wave": self.wave,
@@ -110,7 +110,7 @@ class PhaseReport:
             "failure": self.failure.to_dict() if self.failure else None,
             "decision": self.decision.to_dict() if self.decision else None,
             "reason": self.reason,
-            "attempts": [a.to_dict(origin) for a in self.attempts],
+            "attempts": [a.to_dict() for a in self.attempts],
         }
 
 

@@ -195,6 +195,7 @@ class StartupRun:
             deadline=deadline,
             history=history,
             clock=self.clock,
+            origin=self._t0,
         )
         start = self._rel()
         self._started_at[name] = start
