@@ -332,17 +332,26 @@ class SQLiteHistoryStore:
         while dest.exists():
             dest = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
             n += 1
-        os.rename(self.path, dest)
+        # Sidecars first: once the main file is gone another process may
+        # create a fresh store whose -wal must not be carried away with it.
         for suffix in ("-wal", "-shm"):
-            side = Path(f"{self.path}{suffix}")
             with contextlib.suppress(FileNotFoundError):
-                os.rename(side, Path(f"{dest}{suffix}"))
+                os.rename(f"{self.path}{suffix}", f"{dest}{suffix}")
+        os.rename(self.path, dest)
         return dest
 
     # -- SQLite ---------------------------------------------------------------
 
     @contextlib.contextmanager
     def _connect(self, *, write: bool) -> Iterator[sqlite3.Connection]:
+        if not self._ready:
+            # Before connecting: if the file is swapped between the two, the
+            # inode we remember is the older one, and a damaged file found
+            # through this connection is then never confused with a fresh one.
+            try:
+                self._checked_inode = os.stat(self.path).st_ino
+            except FileNotFoundError:
+                self._checked_inode = None
         if write:
             conn = sqlite3.connect(
                 self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
@@ -374,7 +383,6 @@ class SQLiteHistoryStore:
         """Once per instance: WAL, integrity, schema."""
         if self._ready:
             return
-        self._checked_inode = os.stat(self.path).st_ino
         self._set_wal(conn)
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
@@ -427,7 +435,6 @@ class SQLiteHistoryStore:
     def _read_checked(self, conn: sqlite3.Connection) -> bool:
         """For reads: verify the file once; False if it has no schema yet."""
         if not self._ready:
-            self._checked_inode = os.stat(self.path).st_ino
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise _Unsupported(
