@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The whole test suite from a fresh clone: creates .venv, installs smd with
+# its dev extra, makes sure the PostgreSQL 15 server binaries are present,
+# then runs lint (ruff), the type check (mypy --strict) and pytest.
+# Extra arguments go to pytest, e.g. `bash tests/run.sh -k sequencer`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+PGBIN=${SMD_PG_BINDIR:-/usr/lib/postgresql/15/bin}
+
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+
+if [ ! -x "$PGBIN/postgres" ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "tests/run.sh: installing PostgreSQL 15 server binaries (Debian package postgresql-15)" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null
+    else
+        echo "tests/run.sh: PostgreSQL 15 server binaries not found in $PGBIN;" \
+             "install the Debian package postgresql-15 (or set SMD_PG_BINDIR)" >&2
+        exit 1
+    fi
+fi
+
+echo "== ruff" >&2
+.venv/bin/ruff check .
+.venv/bin/ruff format --check --quiet . || { echo "tests/run.sh: run '.venv/bin/ruff format .'" >&2; exit 1; }
+echo "== mypy --strict" >&2
+.venv/bin/mypy
+echo "== pytest" >&2
+set +e
+.venv/bin/python -m pytest "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then
+    # pytest's "no tests collected": never let an empty run pass as green.
+    echo "tests/run.sh: pytest collected no tests; that is a failure, not a pass" >&2
+    exit 1
+fi
+exit "$rc"
