@@ -1,0 +1,3 @@
+"""A TARGET whose import fails inside the module."""
+
+raise RuntimeError("broken on purpose while importing")
