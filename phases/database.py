@@ -1,0 +1,298 @@
+"""The database phase: wait until PostgreSQL is ready, then publish a way to use it.
+
+``DatabasePhase`` composes :mod:`checks.postgres` (the probe and its attempt
+loop), a timeout policy (adaptive by default: it learns from this target's
+history), and a bypass policy (the environment's default unless given). It
+records the latency of every answered attempt; the sequencer records the
+time to ready (or the censored timeout) and asks the bypass policy what a
+failure means.
+
+::
+
+    startup = Startup("api")
+    startup.add(DatabasePhase("postgresql://app:secret@db:5432/app", pool=True))
+
+    @startup.phase(requires=["database"])
+    async def cache(ctx):
+        async with ctx["database"].pool.acquire() as conn: ...
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from pydantic import SecretStr
+
+from checks.postgres import (
+    Backoff,
+    CheckResult,
+    PostgresOptions,
+    default_attempt_seconds,
+    probe,
+    wait_ready,
+)
+from smd import (
+    BypassPolicy,
+    Failure,
+    FailureKind,
+    Phase,
+    PhaseContext,
+    PhaseError,
+    TimeoutPolicy,
+)
+
+if TYPE_CHECKING:
+    import asyncpg
+
+__all__ = ["Database", "DatabasePhase"]
+
+# The sequencer cancels the phase at its deadline; stopping the attempt loop
+# a little earlier lets the phase report its own classified failure (refused
+# 57 times, last error 57P03...) instead of a bare cancellation.
+_MARGIN_FRACTION = 0.02
+_MARGIN_MAX = 0.05
+
+
+def _default_timeout() -> TimeoutPolicy | None:
+    try:
+        from smd.timeouts import AdaptiveTimeout
+    except ImportError:  # the adaptive policy is optional: fall back to settings
+        return None
+    policy: TimeoutPolicy = AdaptiveTimeout()
+    return policy
+
+
+class Database:
+    """What the database phase hands to the phases that require it (``ctx["database"]``).
+
+    ``connect()`` opens a new asyncpg connection with the checked options;
+    ``pool`` is an :class:`asyncpg.Pool` when the phase was asked for one.
+    ``target`` and ``dsn`` are safe to log (no password).
+    """
+
+    def __init__(
+        self,
+        options: PostgresOptions,
+        *,
+        pool: asyncpg.Pool | None = None,
+        check: CheckResult | None = None,
+    ) -> None:
+        self.options = options
+        self.pool = pool
+        self.check = check
+        self.target = options.target_key()
+        self.dsn = options.redacted()
+        self._closed = False
+
+    async def connect(self, **overrides: Any) -> asyncpg.Connection:
+        """A new connection (the caller closes it); ``overrides`` go to asyncpg."""
+        import asyncpg
+
+        kwargs = self.options.connect_arguments()
+        kwargs.update(overrides)
+        return await asyncpg.connect(**kwargs)
+
+    async def close(self) -> None:
+        """Close the pool, if any (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.pool is not None:
+            await self.pool.close()
+
+    def __repr__(self) -> str:
+        pooled = ", pool" if self.pool is not None else ""
+        return f"Database({self.dsn!r}{pooled})"
+
+
+class DatabasePhase:
+    """A ready-made phase that waits for PostgreSQL.
+
+    ``options_or_dsn`` is :class:`~checks.postgres.PostgresOptions`, a DSN
+    (``str`` or ``SecretStr``), or ``None`` to read ``settings.database_url``
+    (``SMD_DATABASE_URL``) at run time. ``timeout`` is seconds, a timeout
+    policy, or ``None`` for the adaptive policy. ``bypass=None`` uses the
+    environment's bypass matrix. With ``pool=True`` the published
+    :class:`Database` carries an asyncpg pool (``pool_kwargs`` go to
+    :func:`asyncpg.create_pool`), closed at teardown.
+    """
+
+    def __init__(
+        self,
+        options_or_dsn: PostgresOptions | str | SecretStr | None = None,
+        *,
+        name: str = "database",
+        requires: Iterable[str] = (),
+        timeout: TimeoutPolicy | float | None = None,
+        bypass: BypassPolicy | None = None,
+        essential: bool = False,
+        pool: bool = False,
+        pool_kwargs: Mapping[str, Any] | None = None,
+        settings_dsn: bool = True,
+        attempt_seconds: float | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        if options_or_dsn is None and not settings_dsn:
+            raise ValueError(
+                f"DatabasePhase {name!r}: give a DSN or PostgresOptions, or allow settings_dsn "
+                "to read SMD_DATABASE_URL"
+            )
+        if isinstance(options_or_dsn, PostgresOptions) or options_or_dsn is None:
+            self.options = options_or_dsn
+        else:
+            self.options = PostgresOptions.from_dsn(options_or_dsn)
+        if attempt_seconds is not None and not (
+            math.isfinite(attempt_seconds) and attempt_seconds > 0
+        ):
+            raise ValueError(
+                f"attempt_seconds must be positive and finite, got {attempt_seconds!r}"
+            )
+        self.name = name
+        self.requires = tuple(requires)
+        self.timeout: TimeoutPolicy | float | None = (
+            _default_timeout() if timeout is None else timeout
+        )
+        self.bypass = bypass
+        self.essential = essential
+        self.pool = pool
+        self.pool_kwargs = dict(pool_kwargs or {})
+        self.attempt_seconds = attempt_seconds
+        self.backoff = backoff
+
+    # -- the Phase -----------------------------------------------------------
+
+    def to_phase(self) -> Phase:
+        """The :class:`smd.Phase` to add to a startup (``startup.add(self)`` calls it)."""
+        return Phase(
+            name=self.name,
+            run=self.run,
+            requires=self.requires,
+            timeout=self.timeout,
+            essential=self.essential,
+            bypass=self.bypass,
+            teardown=self.teardown,
+            # A DSN read from settings at run time is not known yet: the
+            # history then lives under the phase's name.
+            target=self.options.target_key() if self.options is not None else None,
+            recovery=self.recover,
+            description="wait until PostgreSQL accepts connections and answers SELECT 1",
+        )
+
+    def resolve_options(self, ctx: PhaseContext) -> PostgresOptions:
+        """The options to use: the ones given, else ``settings.database_url``."""
+        if self.options is not None:
+            return self.options
+        url = getattr(ctx.settings, "database_url", None)
+        if url is None:
+            raise PhaseError(
+                Failure(
+                    FailureKind.CONFIGURATION,
+                    f"phase {self.name!r} has no database URL: pass a DSN to DatabasePhase or "
+                    "set SMD_DATABASE_URL",
+                )
+            )
+        return PostgresOptions.from_dsn(url)
+
+    def _attempt_seconds(self, ctx: PhaseContext, budget: float) -> float:
+        if self.attempt_seconds is not None:
+            return self.attempt_seconds
+        learned = ctx.timeout.attempt_seconds
+        if learned is not None and learned > 0:
+            return float(learned)
+        return default_attempt_seconds(budget)
+
+    async def run(self, ctx: PhaseContext) -> Database:
+        """Wait for the database inside the phase's deadline; raise ``PhaseError`` if not."""
+        options = self.resolve_options(ctx)
+        remaining = ctx.remaining()
+        budget = max(0.0, remaining - min(_MARGIN_MAX, remaining * _MARGIN_FRACTION))
+        per_attempt = self._attempt_seconds(ctx, budget)
+        log = ctx.log
+        log.info(
+            "smd.database.waiting",
+            target=options.target_key(),
+            dsn=options.redacted(),
+            deadline=round(budget, 6),
+            attempt_timeout=round(min(per_attempt, budget), 6),
+        )
+        state = {"reported": 0.0}
+        interval = float(getattr(ctx.settings, "progress_interval", 5.0))
+
+        def on_attempt(start: float, end: float, ok: bool, /, **detail: Any) -> None:
+            ctx.record_attempt(start, end, ok, **detail)
+            # The first failure is logged at once (a refused connection shows
+            # within milliseconds); then at most once per progress interval.
+            if not ok and (len(ctx.attempts) == 1 or end - state["reported"] >= interval):
+                state["reported"] = end
+                log.info(
+                    "smd.database.attempt_failed",
+                    attempt=len(ctx.attempts),
+                    kind=detail.get("kind"),
+                    sqlstate=detail.get("sqlstate"),
+                    error=detail.get("message"),
+                    left=round(max(0.0, ctx.remaining()), 3),
+                )
+
+        result = await wait_ready(
+            options,
+            deadline_seconds=budget,
+            attempt_seconds=per_attempt,
+            on_attempt=on_attempt,
+            history=ctx.history,
+            backoff=self.backoff,
+        )
+        if not result.ok:
+            assert result.failure is not None
+            raise PhaseError(result.failure)
+        log.info(
+            "smd.database.ready",
+            target=result.target,
+            attempts=result.attempts,
+            time_to_ready=round(result.time_to_ready or 0.0, 6),
+        )
+        pool = await self._open_pool(options, ctx) if self.pool else None
+        return Database(options, pool=pool, check=result)
+
+    async def _open_pool(self, options: PostgresOptions, ctx: PhaseContext) -> asyncpg.Pool:
+        import asyncpg
+
+        kwargs: dict[str, Any] = {"min_size": 1, "max_size": 10}
+        kwargs.update(options.connect_arguments())
+        kwargs.update(self.pool_kwargs)
+        pool = asyncpg.create_pool(**kwargs)
+        try:
+            with anyio.fail_after(max(0.001, ctx.remaining())):
+                await pool
+        except BaseException:
+            pool.terminate()
+            raise
+        return pool
+
+    async def teardown(self, database: Database) -> None:
+        """Close what the phase opened (the pool)."""
+        if isinstance(database, Database):
+            await database.close()
+
+    async def recover(self, ctx: PhaseContext) -> bool:
+        """One probe for the background recovery of a bypassed phase.
+
+        Raises ``PhaseError`` while the database is not ready; the caller
+        (smd's readiness loop) spaces the probes out.
+        """
+        options = self.resolve_options(ctx)
+        seconds = min(max(0.001, ctx.remaining()), self._attempt_seconds(ctx, ctx.remaining()))
+        result = await probe(options, attempt_seconds=seconds)
+        if result.answered:
+            ctx.history.record_attempt(result.latency)
+        ctx.record_attempt(result.start, result.end, result.ok)
+        if not result.ok:
+            assert result.failure is not None
+            raise PhaseError(result.failure)
+        return True
+
+    def __repr__(self) -> str:
+        where = self.options.redacted() if self.options is not None else "settings.database_url"
+        return f"DatabasePhase({self.name!r}, {where!r})"
