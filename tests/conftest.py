@@ -11,6 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 from pgbed.cluster import AppCredentials, PgBedError, PgCluster, StandbyFactory
+from pgbed.fakepg import FakePgFactory, FakePostgres, PgError, Reply
+from pgbed.proxy import FaultProxy
 
 # Known names and passwords of the extra roles the session cluster carries.
 LIMITED_ROLE = "smd_nolimit"
@@ -75,3 +77,32 @@ def standby(pg: PgCluster) -> Iterator[StandbyFactory]:
     yield make
     for cluster in reversed(made):
         cluster.destroy()
+
+
+@pytest.fixture
+def fault_proxy(pg: PgCluster) -> Iterator[FaultProxy]:
+    """A `FaultProxy` to the session cluster, in ``forward`` mode; ``fault_proxy.dsn(pg_dsn)``."""
+    with FaultProxy((pg.host, pg.port)) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def fake_pg() -> Iterator[FakePgFactory]:
+    """Factory ``fake_pg(reply) -> FakePostgres`` (started; closed after the test).
+
+    ``reply`` is a `PgError` / `Garbage`, or a SQLSTATE string followed by a
+    message (and optional detail): ``fake_pg("57P01", "terminating connection")``.
+    """
+    servers: list[FakePostgres] = []
+
+    def make(reply: Reply | str, message: str = "", detail: str | None = None) -> FakePostgres:
+        if isinstance(reply, str):
+            reply = PgError(reply, message or f"fake error {reply}", detail)
+        server = FakePostgres(reply)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.close()
