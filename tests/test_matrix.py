@@ -1,0 +1,648 @@
+"""The bypass matrix: every cell, every condition on both sides, overrides, force, README."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from smd import (
+    Action,
+    BypassPolicy,
+    Condition,
+    Decision,
+    DecisionContext,
+    Failure,
+    FailureKind,
+    ManualClock,
+    SettingsError,
+    TimingHistory,
+    load_settings,
+)
+from smd._matrix import (
+    DEFAULT_MODES,
+    BypassMatrix,
+    apply_force,
+    decision_event,
+    render_matrix_markdown,
+    success_rate,
+    wilson_lower_bound,
+)
+from smd._settings import BypassMode, BypassSettings, Environment
+
+HOUR = 3600.0
+ENVS = list(Environment)
+KINDS = list(FailureKind)
+DEFAULT_CELL = {
+    Environment.PRODUCTION: "fail",
+    Environment.STAGING: "conditional",
+    Environment.DEVELOPMENT: "continue",
+    Environment.TEST: "fail",
+}
+MODE_CELL = {
+    BypassMode.STRICT: "fail",
+    BypassMode.PERMISSIVE: "continue",
+    BypassMode.CONDITIONAL: "conditional",
+}
+HEALING = {FailureKind.INFRASTRUCTURE, FailureKind.TIMEOUT}
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No stray SMD_* variable, .env, smd.toml or pyproject.toml may leak in."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("SMD_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def healthy(clock: ManualClock, n: int = 8, spacing: float = HOUR) -> TimingHistory:
+    """``n`` successful starts, ``spacing`` apart, the last one ``spacing`` ago."""
+    h = TimingHistory(clock=clock)
+    for _ in range(n):
+        h.record_success(0.5)
+        clock.advance(spacing)
+    return h
+
+
+def ctx(
+    env: Environment | str,
+    history: TimingHistory | None = None,
+    *,
+    essential: bool = False,
+    clock: ManualClock | None = None,
+) -> DecisionContext:
+    env_name = env.value if isinstance(env, Environment) else env
+    return DecisionContext(
+        phase="db",
+        environment=env_name,
+        essential=essential,
+        target="db@x",
+        history=history,
+        clock=clock,
+    )
+
+
+def failure(kind: FailureKind) -> Failure:
+    return Failure(kind, f"synthetic {kind.value} failure")
+
+
+def cond(decision: Decision, name: str) -> Condition:
+    for c in decision.conditions:
+        if c.name == name:
+            return c
+    raise AssertionError(f"no condition {name!r} in {decision!r}")
+
+
+# ------------------------------------------------------------------ every cell
+
+
+def test_matrix_is_a_bypass_policy() -> None:
+    assert isinstance(BypassMatrix(), BypassPolicy)
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=str)
+@pytest.mark.parametrize("env", ENVS, ids=str)
+def test_default_cell_and_decision(env: Environment, kind: FailureKind) -> None:
+    clock = ManualClock()
+    history = healthy(clock)
+    matrix = BypassMatrix()
+    assert matrix.cell(env, kind) == DEFAULT_CELL[env]
+    assert matrix.explain_cell(env, kind) == (DEFAULT_CELL[env], "default")
+    assert matrix.mode(env) is DEFAULT_MODES[env]
+
+    d = matrix.decide(failure(kind), ctx(env, history, clock=clock))
+
+    cell = DEFAULT_CELL[env]
+    expected = (
+        Action.CONTINUE
+        if cell == "continue" or (cell == "conditional" and kind in HEALING)
+        else Action.FAIL
+    )
+    assert d.action is expected
+    assert d.mode == DEFAULT_MODES[env].value
+    assert not d.forced
+    # A complete sentence naming the mode, the cell and the verdict.
+    assert f"({env.value}, {kind.value}) is '{cell}'" in d.reason
+    assert f"{d.mode} mode" in d.reason
+    assert d.reason.startswith("Startup stops" if expected is Action.FAIL else "Startup continues")
+    assert d.reason.endswith(".")
+    if cell == "conditional":
+        assert [c.name for c in d.conditions] == [
+            "kind_allowed",
+            "not_essential",
+            "success_rate",
+            "consecutive_degraded",
+        ]
+        assert cond(d, "kind_allowed").holds is (kind in HEALING)
+    else:
+        assert d.conditions == ()
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=str)
+@pytest.mark.parametrize("env", ENVS, ids=str)
+@pytest.mark.parametrize("mode", list(BypassMode), ids=str)
+def test_forced_mode_sets_every_cell(mode: BypassMode, env: Environment, kind: FailureKind) -> None:
+    matrix = BypassMatrix.from_settings(load_settings(bypass={"mode": mode.value}))
+    assert matrix.mode(env) is mode
+    assert matrix.explain_cell(env, kind) == (MODE_CELL[mode], "mode")
+    clock = ManualClock()
+    d = matrix.decide(failure(kind), ctx(env, healthy(clock), clock=clock))
+    assert d.mode == mode.value
+    if mode is BypassMode.STRICT:
+        assert d.action is Action.FAIL
+    elif mode is BypassMode.PERMISSIVE:
+        assert d.action is Action.CONTINUE
+    else:
+        assert d.action is (Action.CONTINUE if kind in HEALING else Action.FAIL)
+    assert "SMD_BYPASS__MODE" in d.reason
+
+
+def test_forced_mode_from_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SMD_BYPASS__MODE", "Permissive")
+    matrix = BypassMatrix.from_settings(load_settings())
+    assert all(matrix.cell(e, k) == "continue" for e in ENVS for k in KINDS)
+
+
+def test_mode_argument_in_code() -> None:
+    matrix = BypassMatrix(mode="strict")
+    assert matrix.cell("development", "infrastructure") == "fail"
+    with pytest.raises(SettingsError, match="unknown bypass mode 'lenient'"):
+        BypassMatrix(mode="lenient")
+
+
+# ------------------------------------------------------------------ force
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=str)
+@pytest.mark.parametrize("env", ENVS, ids=str)
+def test_force_continue(env: Environment, kind: FailureKind) -> None:
+    matrix = BypassMatrix.from_settings(load_settings(bypass={"force_continue": True}))
+    with capture_logs() as logs:
+        d = matrix.decide(failure(kind), ctx(env))
+    normal = BypassMatrix().decide(failure(kind), ctx(env))
+    events = [e["event"] for e in logs]
+    if env is Environment.PRODUCTION:
+        assert d.action is normal.action is Action.FAIL
+        assert not d.forced
+        refused = cond(d, "force_continue")
+        assert refused.holds is False
+        assert "refused in production" in d.reason
+        assert "SMD_BYPASS__ALLOW_FORCE_IN_PRODUCTION" in d.reason
+        assert events == ["smd.bypass.force_refused"]
+        assert logs[0]["log_level"] == "warning"
+    else:
+        assert d.action is Action.CONTINUE
+        assert d.forced
+        assert cond(d, "force_continue").holds is True
+        assert d.reason.startswith("Startup continues degraded because force continue is set")
+        assert f"own verdict was {normal.action.value}" in d.reason
+        assert events == ["smd.bypass.forced"]
+        assert logs[0]["log_level"] == "warning"
+        assert logs[0]["overridden_action"] == normal.action.value
+
+
+def test_force_in_production_with_the_second_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SMD_BYPASS__FORCE_CONTINUE", "true")
+    monkeypatch.setenv("SMD_BYPASS__ALLOW_FORCE_IN_PRODUCTION", "true")
+    matrix = BypassMatrix.from_settings(load_settings())
+    with capture_logs() as logs:
+        d = matrix.decide(failure(FailureKind.CONFIGURATION), ctx("production"))
+    assert d.action is Action.CONTINUE
+    assert d.forced
+    assert "SMD_BYPASS__ALLOW_FORCE_IN_PRODUCTION" in d.reason
+    assert [e["event"] for e in logs] == ["smd.bypass.forced"]
+
+
+def test_apply_force_wraps_any_policy() -> None:
+    from smd import StrictPolicy
+
+    bypass = BypassSettings(force_continue=True)
+    c = ctx("staging")
+    f = failure(FailureKind.APPLICATION)
+    with capture_logs():
+        d = apply_force(StrictPolicy().decide(f, c), f, c, bypass)
+    assert d.action is Action.CONTINUE
+    assert d.forced
+    assert apply_force(StrictPolicy().decide(f, c), f, c, BypassSettings()).action is Action.FAIL
+
+
+def test_only_force_events_are_logged_by_the_matrix() -> None:
+    """The sequencer logs smd.bypass.decided once for every policy; the matrix must not."""
+    clock = ManualClock()
+    with capture_logs() as logs:
+        BypassMatrix().decide(
+            failure(FailureKind.TIMEOUT), ctx("staging", healthy(clock), clock=clock)
+        )
+    assert logs == []
+
+
+def test_decision_event_fields() -> None:
+    clock = ManualClock()
+    f = failure(FailureKind.TIMEOUT)
+    c = ctx("staging", healthy(clock), clock=clock)
+    d = BypassMatrix().decide(f, c)
+    event = decision_event(f, c, d)
+    assert event["phase"] == "db"
+    assert event["mode"] == "conditional"
+    assert event["kind"] == "timeout"
+    assert event["action"] == "continue"
+    assert event["reason"] == d.reason
+    conditions = event["conditions"]
+    assert isinstance(conditions, list)
+    assert [c["name"] for c in conditions] == [
+        "kind_allowed",
+        "not_essential",
+        "success_rate",
+        "consecutive_degraded",
+    ]
+
+
+# ------------------------------------------------------------------ conditions
+
+
+def test_kind_allowed_both_sides_and_custom_set() -> None:
+    clock = ManualClock()
+    h = healthy(clock)
+    c = ctx("staging", h, clock=clock)
+    m = BypassMatrix()
+    ok = m.decide(failure(FailureKind.INFRASTRUCTURE), c)
+    bad = m.decide(failure(FailureKind.CONFIGURATION), c)
+    assert ok.action is Action.CONTINUE
+    assert bad.action is Action.FAIL
+    k = cond(bad, "kind_allowed")
+    assert (k.holds, k.value, k.threshold) == (
+        False,
+        "configuration",
+        ["infrastructure", "timeout"],
+    )
+    assert "kind configuration is not in the allowed kinds" in bad.reason
+    # Only kind_allowed failed, so the reason names exactly one failed condition.
+    assert "fails 1 of its 4 conditions" in bad.reason
+
+    custom = BypassMatrix(BypassSettings(allowed_kinds=frozenset({FailureKind.CONFIGURATION})))
+    assert custom.decide(failure(FailureKind.CONFIGURATION), c).action is Action.CONTINUE
+    assert custom.decide(failure(FailureKind.INFRASTRUCTURE), c).action is Action.FAIL
+
+
+def test_not_essential_both_sides() -> None:
+    clock = ManualClock()
+    h = healthy(clock)
+    m = BypassMatrix()
+    f = failure(FailureKind.INFRASTRUCTURE)
+    assert m.decide(f, ctx("staging", h, clock=clock)).action is Action.CONTINUE
+    d = m.decide(f, ctx("staging", h, clock=clock, essential=True))
+    assert d.action is Action.FAIL
+    e = cond(d, "not_essential")
+    assert (e.holds, e.value) == (False, True)
+    assert "phase 'db' is marked essential" in d.reason
+
+
+def test_success_rate_both_sides_of_the_threshold() -> None:
+    clock = ManualClock()
+    h = TimingHistory(clock=clock)
+    for ok in (True, True, False, True, True, True, False, True):
+        h.record_success(1.0) if ok else h.record_timeout(5.0)
+        clock.advance(60)
+    rate = success_rate(h, clock.wall(), 24.0)
+    assert rate.lower_bound is not None
+    lb = rate.lower_bound
+    assert 0.3 < lb < 0.9
+    f = failure(FailureKind.INFRASTRUCTURE)
+    above = BypassMatrix(BypassSettings(min_success_rate=round(lb - 0.01, 4)))
+    below = BypassMatrix(BypassSettings(min_success_rate=round(lb + 0.01, 4)))
+    d_ok = above.decide(f, ctx("staging", h, clock=clock))
+    d_bad = below.decide(f, ctx("staging", h, clock=clock))
+    assert d_ok.action is Action.CONTINUE
+    assert d_bad.action is Action.FAIL
+    c = cond(d_bad, "success_rate")
+    assert c.holds is False
+    assert c.value == round(lb, 4)
+    assert c.threshold == round(lb + 0.01, 4)
+    assert f"lower bound {lb:.2f} is below" in d_bad.reason
+    assert "6 of 8 past starts succeeded" in d_bad.reason
+
+
+def test_recent_failures_fail_the_success_rate() -> None:
+    clock = ManualClock()
+    h = TimingHistory(clock=clock)
+    for _ in range(6):
+        h.record_failure("infrastructure")
+        clock.advance(60)
+    h.record_success(1.0)
+    d = BypassMatrix().decide(failure(FailureKind.TIMEOUT), ctx("staging", h, clock=clock))
+    assert d.action is Action.FAIL
+    assert cond(d, "success_rate").holds is False
+
+
+def test_consecutive_degraded_both_sides_and_reset_by_a_success() -> None:
+    clock = ManualClock()
+    h = healthy(clock, n=12, spacing=60)
+    f = failure(FailureKind.INFRASTRUCTURE)
+    m = BypassMatrix()
+    for _ in range(2):
+        h.record_bypass()
+        clock.advance(60)
+    d = m.decide(f, ctx("staging", h, clock=clock))
+    assert d.action is Action.CONTINUE
+    assert (cond(d, "consecutive_degraded").value, cond(d, "consecutive_degraded").holds) == (
+        2,
+        True,
+    )
+    h.record_bypass()
+    clock.advance(60)
+    d = m.decide(f, ctx("staging", h, clock=clock))
+    assert d.action is Action.FAIL
+    c = cond(d, "consecutive_degraded")
+    assert (c.value, c.threshold, c.holds) == (3, 3, False)
+    assert (
+        "3 consecutive degraded startups since the last success reached the limit of 3" in d.reason
+    )
+    h.record_success(2.0)  # e.g. a recovery: the streak starts over
+    clock.advance(60)
+    assert m.decide(f, ctx("staging", h, clock=clock)).action is Action.CONTINUE
+
+
+def test_limit_comes_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SMD_BYPASS__MAX_CONSECUTIVE_DEGRADED", "1")
+    m = BypassMatrix.from_settings(load_settings())
+    clock = ManualClock()
+    h = healthy(clock)
+    h.record_bypass()
+    d = m.decide(failure(FailureKind.INFRASTRUCTURE), ctx("staging", h, clock=clock))
+    assert d.action is Action.FAIL
+
+
+# ------------------------------------------------------------------ no data, decay
+
+
+@pytest.mark.parametrize("history", [None, "empty"])
+def test_no_history_is_no_evidence(history: str | None) -> None:
+    clock = ManualClock()
+    h = TimingHistory(clock=clock) if history == "empty" else None
+    d = BypassMatrix().decide(failure(FailureKind.INFRASTRUCTURE), ctx("staging", h, clock=clock))
+    assert d.action is Action.FAIL
+    c = cond(d, "success_rate")
+    assert (c.holds, c.value, c.threshold) == (False, None, 0.5)
+    assert "no history" in c.detail
+    # The other three conditions hold: the no-data rule alone decided.
+    assert "fails 1 of its 4 conditions" in d.reason
+    rate = success_rate(h, clock.wall(), 24.0)
+    assert (rate.total, rate.estimate, rate.lower_bound, rate.effective_n) == (0, None, None, 0.0)
+
+
+def test_one_success_proves_less_than_no_data_would_need() -> None:
+    """The documented reason for refusing the benefit of the doubt: one success is weak evidence."""
+    clock = ManualClock()
+    h = TimingHistory(clock=clock)
+    h.record_success(1.0)
+    rate = success_rate(h, clock.wall(), 24.0)
+    assert rate.lower_bound == pytest.approx(1 / (1 + 1.2815515655446004**2))
+    assert rate.lower_bound is not None
+    assert rate.lower_bound < 0.5
+
+
+def test_an_old_failure_does_not_dominate_recent_successes() -> None:
+    clock = ManualClock()
+    h = TimingHistory(clock=clock)
+    h.record_failure("infrastructure")
+    clock.advance(10 * 24 * HOUR)  # ten half-lives later
+    for _ in range(3):
+        h.record_success(1.0)
+        clock.advance(600)
+    f = failure(FailureKind.INFRASTRUCTURE)
+    decayed = BypassMatrix().decide(f, ctx("staging", h, clock=clock))
+    assert decayed.action is Action.CONTINUE
+    rate = success_rate(h, clock.wall(), 24.0)
+    assert rate.total == 4
+    assert rate.successes == 3
+    assert rate.estimate is not None
+    assert rate.estimate > 0.999
+    # Without decay (a half-life far longer than the history) the same
+    # failure drags the bound below the threshold: decay is what decides.
+    flat = BypassMatrix(BypassSettings(success_half_life_hours=1e9))
+    assert flat.decide(f, ctx("staging", h, clock=clock)).action is Action.FAIL
+
+
+def test_decay_weights_and_future_samples() -> None:
+    clock = ManualClock()
+    h = TimingHistory(clock=clock)
+    now = clock.wall()
+    h.record_success(1.0, at=now - 24 * HOUR)  # one half-life: weight 0.5
+    h.record_timeout(5.0, at=now - 48 * HOUR)  # two: weight 0.25
+    h.record_success(1.0, at=now + 3600)  # clock skew: counts as new (1.0), not more
+    rate = success_rate(h, now, 24.0)
+    assert rate.effective_n == pytest.approx(1.75)
+    assert rate.estimate == pytest.approx(1.5 / 1.75)
+    assert rate.lower_bound == pytest.approx(wilson_lower_bound(1.5, 1.75))
+
+
+def test_wilson_lower_bound_matches_the_textbook_form() -> None:
+    z = 1.2815515655446004
+    for s, n in [(8, 10), (1, 1), (0, 5), (50, 50), (3, 7)]:
+        p = s / n
+        textbook = (p + z * z / (2 * n) - z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))) / (
+            1 + z * z / n
+        )
+        assert wilson_lower_bound(s, n) == pytest.approx(max(0.0, textbook))
+    assert wilson_lower_bound(0, 0) == 0.0
+    assert wilson_lower_bound(1e-300, 1e-300) == pytest.approx(0.0, abs=1e-12)
+    assert wilson_lower_bound(8, 10, 0.99) < wilson_lower_bound(8, 10, 0.8)
+    with pytest.raises(ValueError, match="confidence"):
+        wilson_lower_bound(1, 2, 1.0)
+
+
+def test_now_comes_from_the_context_clock_else_the_history_clock() -> None:
+    clock = ManualClock()
+    h = healthy(clock, n=4, spacing=60)
+    f = failure(FailureKind.INFRASTRUCTURE)
+    fresh = BypassMatrix().decide(f, ctx("staging", h))  # history clock: recent
+    assert fresh.action is Action.CONTINUE
+    later = ManualClock(start=clock.wall() + 30 * 24 * HOUR)  # a month on: evidence faded
+    stale = BypassMatrix().decide(f, ctx("staging", h, clock=later))
+    assert stale.action is Action.FAIL
+    assert cond(stale, "success_rate").holds is False
+
+
+# ------------------------------------------------------------------ overrides
+
+
+def test_cell_override_from_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SMD_BYPASS__PRODUCTION__INFRASTRUCTURE", "continue")
+    monkeypatch.setenv("SMD_BYPASS__DEVELOPMENT__CONFIGURATION", "fail")
+    monkeypatch.setenv("SMD_BYPASS__TEST__TIMEOUT", "conditional")
+    m = BypassMatrix.from_settings(load_settings())
+    assert m.explain_cell("production", "infrastructure") == ("continue", "settings")
+    assert m.cell("production", "timeout") == "fail"  # neighbours untouched
+    assert m.cell("development", "configuration") == "fail"
+    assert m.cell("test", "timeout") == "conditional"
+    d = m.decide(failure(FailureKind.INFRASTRUCTURE), ctx("production"))
+    assert d.action is Action.CONTINUE
+    assert d.mode == "strict"
+    assert "SMD_BYPASS__PRODUCTION__INFRASTRUCTURE" in d.reason
+    d = m.decide(failure(FailureKind.CONFIGURATION), ctx("development"))
+    assert d.action is Action.FAIL
+
+
+def test_cell_override_from_pyproject(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.smd.bypass]\nmode = "permissive"\n[tool.smd.bypass.staging]\nunknown = "fail"\n'
+    )
+    m = BypassMatrix.from_settings(load_settings())
+    assert m.cell("staging", "unknown") == "fail"
+    assert m.explain_cell("staging", "timeout") == ("continue", "mode")
+
+
+def test_cell_override_in_code_and_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SMD_BYPASS__MODE", "strict")
+    monkeypatch.setenv("SMD_BYPASS__STAGING__TIMEOUT", "continue")
+    settings = load_settings()
+    m = BypassMatrix.from_settings(
+        settings,
+        overrides={
+            "staging": {"timeout": "fail", "unknown": "continue"},
+            "*": {"application": "conditional"},
+        },
+    )
+    assert m.explain_cell("staging", "timeout") == ("fail", "code")  # code beats settings
+    assert m.explain_cell("staging", "unknown") == ("continue", "code")
+    assert m.explain_cell("production", "infrastructure") == ("fail", "mode")
+    assert all(m.explain_cell(e, "application") == ("conditional", "code") for e in ENVS)
+    assert BypassMatrix.from_settings(settings).explain_cell("staging", "timeout") == (
+        "continue",
+        "settings",
+    )
+    d = m.decide(failure(FailureKind.UNKNOWN), ctx("staging"))
+    assert d.action is Action.CONTINUE
+    assert "overridden in code" in d.reason
+
+
+def test_flat_override_applies_to_every_environment() -> None:
+    m = BypassMatrix(overrides={"infrastructure": "continue", FailureKind.TIMEOUT: Action.CONTINUE})
+    assert all(m.cell(e, "infrastructure") == "continue" for e in ENVS)
+    assert all(m.cell(e, "timeout") == "continue" for e in ENVS)
+    assert m.cell("production", "configuration") == "fail"
+
+
+def test_unknown_kind_override_in_settings_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SMD_BYPASS__PRODUCTION__INFRA", "continue")
+    with pytest.raises(SettingsError, match="SMD_BYPASS__PRODUCTION__INFRA") as err:
+        load_settings()
+    assert "infrastructure" in str(err.value)  # says what it accepts
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"production": {"infra": "continue"}}, "unknown failure kind 'infra'"),
+        ({"infra": "continue"}, "unknown failure kind 'infra'"),
+        ({"prod": {"timeout": "continue"}}, "unknown environment 'prod'"),
+        ({"production": {"timeout": "maybe"}}, "unknown cell action 'maybe'"),
+        ({"production": 3}, "expected a mapping"),
+    ],
+)
+def test_bad_override_in_code_names_it(overrides: dict[object, object], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        BypassMatrix(overrides=overrides)
+
+
+def test_unknown_environment_in_context() -> None:
+    with pytest.raises(SettingsError, match="unknown environment 'moon'"):
+        BypassMatrix().decide(failure(FailureKind.UNKNOWN), ctx("moon"))
+
+
+def test_per_phase_matrix_binds_to_the_run_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    phase_matrix = BypassMatrix(overrides={"production": {"timeout": "continue"}})
+    monkeypatch.setenv("SMD_BYPASS__FORCE_CONTINUE", "true")
+    monkeypatch.setenv("SMD_BYPASS__STAGING__UNKNOWN", "continue")
+    bound = phase_matrix.bind(load_settings())
+    assert bound.cell("production", "timeout") == "continue"  # its own override stays
+    assert bound.cell("staging", "unknown") == "continue"  # settings cells apply
+    with capture_logs():
+        d = bound.decide(failure(FailureKind.APPLICATION), ctx("development"))
+    assert d.forced  # and so does force continue
+    explicit = BypassMatrix(BypassSettings())
+    assert explicit.bind(load_settings()) is explicit
+
+
+# ------------------------------------------------------------------ preview, table
+
+
+def test_preview_without_history() -> None:
+    m = BypassMatrix()
+    dev = m.preview("development")
+    assert set(dev) == set(KINDS)
+    assert all(d.action is Action.CONTINUE for d in dev.values())
+    staging = m.preview("staging", phase="db")
+    for kind, d in staging.items():
+        assert d.action is Action.FAIL  # a first start has no evidence
+        assert "evaluated at run time" in d.reason
+        assert "phase 'db'" in d.reason
+        assert cond(d, "kind_allowed").holds is (kind in HEALING)
+    assert all(d.action is Action.FAIL for d in m.preview("production").values())
+
+
+def test_preview_with_history_and_essential() -> None:
+    clock = ManualClock()
+    h = healthy(clock)
+    m = BypassMatrix()
+    before = h.all_samples()
+    p = m.preview("staging", history=h, now=clock.wall())
+    assert p[FailureKind.INFRASTRUCTURE].action is Action.CONTINUE
+    assert "evaluated at run time" not in p[FailureKind.INFRASTRUCTURE].reason
+    assert p[FailureKind.CONFIGURATION].action is Action.FAIL
+    essential = m.preview("staging", essential=True, history=h, now=clock.wall())
+    assert essential[FailureKind.INFRASTRUCTURE].action is Action.FAIL
+    assert h.all_samples() == before  # a preview records nothing
+
+
+def test_preview_applies_force_silently() -> None:
+    m = BypassMatrix(BypassSettings(force_continue=True))
+    with capture_logs() as logs:
+        p = m.preview("test")
+        prod = m.preview("production")
+    assert logs == []
+    assert all(d.forced and d.action is Action.CONTINUE for d in p.values())
+    assert all(not d.forced and d.action is Action.FAIL for d in prod.values())
+
+
+def test_table_lists_every_cell() -> None:
+    table = BypassMatrix().table()
+    assert list(table) == [
+        Environment.PRODUCTION,
+        Environment.STAGING,
+        Environment.DEVELOPMENT,
+        Environment.TEST,
+    ]
+    for env, cells in table.items():
+        assert cells == dict.fromkeys(KINDS, DEFAULT_CELL[env])
+
+
+def test_rendered_table_reflects_settings() -> None:
+    text = render_matrix_markdown(
+        BypassSettings(production={FailureKind.INFRASTRUCTURE: "continue"}, min_success_rate=0.8)
+    )
+    assert "| production | strict | continue | fail |" in text
+    assert "| 0.8, half-life" in text
+    default = render_matrix_markdown()
+    assert (
+        "| staging | conditional | conditional | conditional | conditional → fail (kind not allowed) |"
+        in default
+    )
+    assert default.endswith("\n")
+
+
+def test_readme_table_matches_the_code() -> None:
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    start, end = "<!-- matrix:start -->", "<!-- matrix:end -->"
+    text = readme.read_text(encoding="utf-8") if readme.exists() else ""
+    if start not in text or end not in text:
+        pytest.skip(f"README.md has no {start} ... {end} block yet")
+    block = text.split(start, 1)[1].split(end, 1)[0]
+    assert block.strip() == render_matrix_markdown().strip(), (
+        "README matrix is stale: paste smd._matrix.render_matrix_markdown() between the markers"
+    )
