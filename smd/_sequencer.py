@@ -551,14 +551,23 @@ async def lifecycle(
     """Start on enter, tear down on exit; bypassed phases with a recovery probe
     are probed in the background meanwhile (and stopped at exit)."""
     run = StartupRun(startup, **options)
+    error: Exception | None = None
     async with anyio.create_task_group() as tg:
-        await run.start(tg if recover else None)
         try:
-            yield run
-        finally:
-            tg.cancel_scope.cancel()
-            with anyio.CancelScope(shield=True):
-                await run.stop()
+            await run.start(tg if recover else None)
+            try:
+                yield run
+            finally:
+                tg.cancel_scope.cancel()
+                with anyio.CancelScope(shield=True):
+                    await run.stop()
+        except Exception as exc:
+            # Raised from the task group's host, it would come out wrapped in
+            # an ExceptionGroup: StartupFailed and the body's own errors must
+            # reach the caller as themselves.
+            error = exc
+    if error is not None:
+        raise error
 
 
 RecoveryHook = Callable[[StartupRun, Phase], Awaitable[None]]
