@@ -125,7 +125,8 @@ def _classify_postgres(exc: BaseException, target: str) -> tuple[FailureKind, st
     text = _server_text(exc)
     if not server_answered(exc):
         # Client-side PostgresError subclasses: the connection died under us.
-        return _INFRA, f"connection lost{_where(target)}: {text}", sqlstate
+        # asyncpg's synthetic SQLSTATE (08003) is not the server's; drop it.
+        return _INFRA, f"connection lost{_where(target)}: {text}", None
     if sqlstate == "57P03" and _HOT_STANDBY_OFF in text.lower():
         # "Hot standby mode is disabled" does not clear with time: the server
         # is a standby that refuses every connection until it is promoted (or

@@ -79,11 +79,11 @@ class PostgresOptions:
     unchanged.
     """
 
-    dsn: SecretStr | None = None
+    dsn: SecretStr | str | None = None
     host: str | None = None
     port: int | None = None
     user: str | None = None
-    password: SecretStr | None = None
+    password: SecretStr | str | None = None
     database: str | None = None
     ssl: str | bool | ssl_module.SSLContext | None = None
     server_settings: Mapping[str, str] | None = None
@@ -105,13 +105,22 @@ class PostgresOptions:
 
     # -- secrets -------------------------------------------------------------
 
+    def _raw_dsn(self) -> str | None:
+        return self.dsn.get_secret_value() if isinstance(self.dsn, SecretStr) else self.dsn
+
+    def _raw_password(self) -> str | None:
+        if isinstance(self.password, SecretStr):
+            return self.password.get_secret_value()
+        return self.password
+
     def secrets(self) -> tuple[str, ...]:
         """Every form of the password that could show up in text (for scrubbing)."""
         out: list[str] = []
-        if self.password is not None:
-            out.append(self.password.get_secret_value())
-        if self.dsn is not None:
-            raw = self.dsn.get_secret_value()
+        password = self._raw_password()
+        if password is not None:
+            out.append(password)
+        raw = self._raw_dsn()
+        if raw is not None:
             try:
                 parts = urlsplit(raw)
                 if parts.password:
@@ -134,8 +143,8 @@ class PostgresOptions:
         hosts: list[tuple[str | None, int | None]] = []
         user = database = sslmode = None
         query: dict[str, str] = {}
-        if self.dsn is not None:
-            raw = self.dsn.get_secret_value().strip()
+        if self._raw_dsn() is not None:
+            raw = (self._raw_dsn() or "").strip()
             if "://" not in raw:
                 raise PostgresConfigError(
                     "invalid DSN: expected a URI like postgresql://user:password@host:5432/dbname "
@@ -245,14 +254,16 @@ class PostgresOptions:
         """Keyword arguments for :func:`asyncpg.connect` (contains the password)."""
         self.validate()
         kwargs: dict[str, Any] = {}
-        if self.dsn is not None:
-            kwargs["dsn"] = self.dsn.get_secret_value().strip()
+        dsn = self._raw_dsn()
+        if dsn is not None:
+            kwargs["dsn"] = dsn.strip()
         for name in ("host", "port", "user", "database"):
             value = getattr(self, name)
             if value is not None:
                 kwargs[name] = value
-        if self.password is not None:
-            kwargs["password"] = self.password.get_secret_value()
+        password = self._raw_password()
+        if password is not None:
+            kwargs["password"] = password
         if self.ssl is not None:
             kwargs["ssl"] = self.ssl
         if self.server_settings:
