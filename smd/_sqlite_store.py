@@ -40,15 +40,16 @@ next call.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import math
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import structlog
 
@@ -63,6 +64,8 @@ if TYPE_CHECKING:
 __all__ = ["SCHEMA_VERSION", "SQLiteHistoryStore", "open_store"]
 
 SCHEMA_VERSION: Final = 1
+
+_T = TypeVar("_T")
 
 _SCHEMA: Final = (
     """CREATE TABLE IF NOT EXISTS samples (
@@ -202,7 +205,8 @@ class SQLiteHistoryStore:
     def load(self, target: str, *, clock: Clock | None = None) -> TimingHistory:
         """The target's history: what the file holds plus anything kept in memory."""
         with self._lock:
-            samples = self._guard(lambda: self._read(target), default=[])
+            none: list[Sample] = []
+            samples = self._guard(lambda: self._read(target), default=none, read=True)
             samples += self._memory.load(target).all_samples()
         return TimingHistory(samples, bound=self.bound, clock=clock)
 
@@ -222,18 +226,22 @@ class SQLiteHistoryStore:
     def targets(self) -> list[str]:
         """Every target with at least one sample, sorted."""
         with self._lock:
-            names = set(self._guard(self._read_targets, default=[]))
+            nothing: list[str] = []
+            names = set(self._guard(self._read_targets, default=nothing, read=True))
             names.update(self._memory.targets())
         return sorted(names)
 
     # -- error handling -------------------------------------------------------
 
-    def _guard(self, op: Any, *, default: Any) -> Any:
-        """Run ``op``; turn every failure into a warning and ``default``.
+    def _guard(self, op: Callable[[], _T], *, default: _T, read: bool = False) -> _T:
+        """Run ``op``; turn every failure into (at most) one warning and ``default``.
 
         A corrupt file is moved aside and ``op`` retried once on a fresh file.
+        A read that finds the file unwritable is retried once in degraded
+        (read-only) mode, so what the file holds is still used.
         """
         for attempt in (1, 2):
+            was_degraded = self.degraded
             try:
                 return op()
             except _Corrupt as err:
@@ -249,14 +257,13 @@ class SQLiteHistoryStore:
                         continue
                     return default
                 self._degrade("smd.history.unwritable", _describe(err), self._fallback_text())
-                return default
             except OSError as err:
                 self._degrade("smd.history.unwritable", _describe(err), self._fallback_text())
-                return default
             except Exception as err:  # the store must never break startup
                 self._degrade("smd.history.error", _describe(err), self._fallback_text())
+            if not (read and attempt == 1 and not was_degraded):
                 return default
-        return default  # pragma: no cover - the loop always returns
+        return default
 
     def _fallback_text(self) -> str:
         return (
@@ -318,27 +325,37 @@ class SQLiteHistoryStore:
         return True
 
     def _move_aside(self) -> Path | None:
+        """Rename the damaged file (and sidecars) aside; None if someone else did.
+
+        Processes that find the same damaged file at once take turns under
+        an advisory lock on the directory, and each re-checks under the lock
+        that the file is still the one it found damaged: otherwise a late
+        process would move aside the fresh store an earlier one just created.
+        """
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
         try:
-            current = os.stat(self.path).st_ino
-        except FileNotFoundError:
-            return None
-        if self._checked_inode is not None and current != self._checked_inode:
-            # The damaged file we saw is gone already; do not move the fresh
-            # one another process just created.
-            return None
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        dest = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-        n = 1
-        while dest.exists():
-            dest = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
-            n += 1
-        # Sidecars first: once the main file is gone another process may
-        # create a fresh store whose -wal must not be carried away with it.
-        for suffix in ("-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                os.rename(f"{self.path}{suffix}", f"{dest}{suffix}")
-        os.rename(self.path, dest)
-        return dest
+            fcntl.flock(dir_fd, fcntl.LOCK_EX)
+            try:
+                current = os.stat(self.path).st_ino
+            except FileNotFoundError:
+                return None
+            if self._checked_inode is not None and current != self._checked_inode:
+                return None
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+            dest = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+            n = 1
+            while dest.exists() or Path(f"{dest}-wal").exists():
+                dest = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
+                n += 1
+            # Sidecars first: once the main file is gone another process may
+            # create a fresh store whose -wal must not be carried away with it.
+            for suffix in ("-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(f"{self.path}{suffix}", f"{dest}{suffix}")
+            os.rename(self.path, dest)
+            return dest
+        finally:
+            os.close(dir_fd)  # also releases the lock
 
     # -- SQLite ---------------------------------------------------------------
 
