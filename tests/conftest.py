@@ -7,12 +7,12 @@ this conftest lives in a directory without ``__init__.py``; that is what makes
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from pgbed.cluster import AppCredentials, PgBedError, PgCluster, StandbyFactory
 from pgbed.fakepg import FakePgFactory, FakePostgres, PgError, Reply
-from pgbed.proxy import FaultProxy
+from pgbed.proxy import FaultProxy, StartingStandby
 
 # Known names and passwords of the extra roles the session cluster carries.
 LIMITED_ROLE = "smd_nolimit"
@@ -106,3 +106,23 @@ def fake_pg() -> Iterator[FakePgFactory]:
     yield make
     for server in servers:
         server.close()
+
+
+@pytest.fixture
+def starting_standby(pg: PgCluster) -> Iterator[Callable[..., StartingStandby]]:
+    """Factory ``starting_standby(hot_standby=True) -> StartingStandby``.
+
+    A real server answering 57P03 "the database system is starting up" until
+    ``.release()`` / ``.release_after(seconds)``; then ready (read-only) within
+    a fraction of a second. ``.dsn()`` is the app DSN on it. Removed after the test.
+    """
+    made: list[StartingStandby] = []
+
+    def make(*, hot_standby: bool = True) -> StartingStandby:
+        standby = StartingStandby.start(pg, hot_standby=hot_standby)
+        made.append(standby)
+        return standby
+
+    yield make
+    for standby in reversed(made):
+        standby.close()

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
 import pytest
 from pgbed.cluster import PgCluster, StandbyFactory
 from pgbed.fakepg import FakePgFactory, Garbage
-from pgbed.proxy import CloseAfter, FaultProxy, Forward, replace_host_port
+from pgbed.proxy import CloseAfter, FaultProxy, Forward, StartingStandby, replace_host_port
 
 pytestmark = pytest.mark.postgres
 
@@ -91,6 +92,32 @@ async def test_standby_promote_after_clears_57p03(standby: StandbyFactory) -> No
             await asyncio.sleep(0.05)
         assert failures < 400, "standby never became ready after promote_after"
     assert failures >= 1
+
+
+async def test_starting_standby_is_57p03_starting_up_until_released(
+    starting_standby: Callable[..., StartingStandby],
+) -> None:
+    sb = starting_standby()
+    for _ in range(2):  # it stays that way while WAL cannot flow
+        with pytest.raises(asyncpg.CannotConnectNowError) as info:
+            await asyncpg.connect(sb.dsn(), timeout=10)
+        assert info.value.sqlstate == "57P03"
+        assert str(info.value) == "the database system is starting up"
+        await asyncio.sleep(0.2)
+    sb.release_after(0.3)
+    for _ in range(400):
+        try:
+            conn = await asyncpg.connect(sb.dsn(), timeout=10)
+            break
+        except asyncpg.CannotConnectNowError:
+            await asyncio.sleep(0.05)
+    else:
+        pytest.fail("the standby never became ready after release")
+    try:
+        assert await conn.fetchval("SELECT pg_is_in_recovery()") is True
+        assert await conn.fetchval("SELECT current_user") == "smd_app"
+    finally:
+        await conn.close()
 
 
 def test_script_mode_up_prints_only_the_dsn_and_down_stops(

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -174,12 +175,21 @@ class PgCluster:
         *,
         hot_standby: bool = False,
         settings: dict[str, str] | None = None,
+        replication_port: int | None = None,
     ) -> PgCluster:
         """Make a streaming standby of this (running) primary with pg_basebackup and start it.
 
         With ``hot_standby=False`` every connection gets SQLSTATE 57P03 ("the
         database system is not accepting connections", detail "Hot standby
         mode is disabled.") for as long as it stays a standby; `promote` ends that.
+
+        With ``replication_port`` (e.g. a fault proxy to this primary) the base
+        backup carries no WAL and the standby streams it through that port: until
+        it can, it has not even read its checkpoint and answers every connection
+        with 57P03 "the database system is starting up". Once WAL flows it
+        becomes consistent within a fraction of a second (and, with
+        ``hot_standby=True``, accepts read-only connections). In that case this
+        returns as soon as the server listens.
         """
         base = Path(tempfile.mkdtemp(prefix="smd-pgsb-")) if base_dir is None else Path(base_dir)
         base.mkdir(parents=True, exist_ok=True)
@@ -198,17 +208,30 @@ class PgCluster:
             str(self.port),
             "-U",
             _SUPERUSER,
-            "--wal-method=stream",
+            "--wal-method=stream" if replication_port is None else "--wal-method=none",
             "--checkpoint=fast",
-            "--write-recovery-conf",
             "--no-sync",
             env={"PGPASSWORD": self.superuser_password},
         )
-        conf = dict(settings or {})
-        conf["hot_standby"] = "on" if hot_standby else "off"
+        (standby.data_dir / "standby.signal").touch()
+        standby._chown(standby.data_dir / "standby.signal")
+        conninfo = (
+            f"host={self.host} port={replication_port or self.port} user={_SUPERUSER} "
+            f"password={self.superuser_password} application_name=pgbed_standby"
+        )
+        conf = {
+            "primary_conninfo": _quote_literal(conninfo),
+            "hot_standby": "on" if hot_standby else "off",
+            # Retry streaming quickly so a released fault clears at once.
+            "wal_retrieve_retry_interval": "100ms",
+            **(settings or {}),
+        }
         standby._write_conf(conf)
         standby._save_state()
-        standby.start()
+        if replication_port is None:
+            standby.start()
+        else:
+            standby._start_nowait()
         return standby
 
     # -- lifecycle --------------------------------------------------------------------
@@ -236,6 +259,23 @@ class PgCluster:
             )
         except PgBedError as exc:
             raise PgBedError(f"{exc}\n--- server log tail ---\n{self.log_tail()}") from None
+
+    def _start_nowait(self, *, timeout: float = 60.0) -> None:
+        """Start the server without waiting for it to be ready; return once it listens."""
+        self._run_server_tool(
+            "pg_ctl", "start", "-W", "-D", str(self.data_dir), "-l", str(self.log_file)
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                if sock.connect_ex((self.host, self.port)) == 0:
+                    return
+            if time.monotonic() > deadline:
+                raise PgBedError(
+                    f"server in {self.base_dir} never listened\n--- server log tail ---\n"
+                    f"{self.log_tail()}"
+                )
+            time.sleep(0.02)
 
     def stop(self, *, timeout: float = 30.0) -> None:
         """Stop the server: fast shutdown, then immediate if it does not stop in time."""

@@ -38,6 +38,7 @@ from urllib.parse import urlsplit, urlunsplit
 import anyio
 import anyio.abc
 
+from .cluster import PgCluster
 from .fakepg import STREAM_ERRORS, BackgroundServer, PgError, answer
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "PgError",
     "Refuse",
     "Reset",
+    "StartingStandby",
     "replace_host_port",
 ]
 
@@ -276,3 +278,52 @@ class FaultProxy(BackgroundServer):
         finally:
             # One direction ending ends the connection (PostgreSQL has no half-close).
             scope.cancel()
+
+
+class StartingStandby:
+    """A real server that answers 57P03 "the database system is starting up" until released.
+
+    A standby whose WAL must stream through a `FaultProxy` that refuses: it
+    cannot read its checkpoint, so it stays in the startup state. `release`
+    (or `release_after`) lets the WAL through; the standby is consistent and
+    accepts (read-only) connections a fraction of a second later.
+    """
+
+    def __init__(self, cluster: PgCluster, replication: FaultProxy) -> None:
+        self.cluster = cluster
+        self.replication = replication
+
+    @classmethod
+    def start(cls, primary: PgCluster, *, hot_standby: bool = True) -> StartingStandby:
+        """Make one from a running ``primary`` (a pg_basebackup, a few hundred ms)."""
+        replication = FaultProxy((primary.host, primary.port), Refuse())
+        replication.start()
+        try:
+            cluster = primary.start_standby(
+                hot_standby=hot_standby, replication_port=replication.port
+            )
+        except BaseException:
+            replication.close()
+            raise
+        return cls(cluster, replication)
+
+    def dsn(
+        self, user: str | None = None, password: str | None = None, database: str | None = None
+    ) -> str:
+        """A DSN on the standby (the app role by default)."""
+        return self.cluster.dsn(user, password, database)
+
+    def release(self) -> None:
+        """Let the WAL through now."""
+        self.replication.set_mode(Forward())
+
+    def release_after(self, seconds: float) -> None:
+        """Let the WAL through ``seconds`` from now (timed on the proxy's loop)."""
+        self.replication.set_mode_after(seconds, Forward())
+
+    def close(self) -> None:
+        """Remove the standby and stop its replication proxy."""
+        try:
+            self.cluster.destroy()
+        finally:
+            self.replication.close()
