@@ -28,6 +28,10 @@ history store (a container without a volume), conditional mode stops startup
 for every failure; a service that wants to start degraded anyway sets the
 cell to ``continue``.
 
+**History.** ``context.history`` must hold the target's *past* starts: a
+caller decides before recording the current start's failure, else every
+decision would count the very failure it is judging against the target.
+
 **Logging.** ``decide`` logs only the manual override (``smd.bypass.forced``,
 ``smd.bypass.force_refused``, as warnings). The sequencer logs every decision
 of every policy once as ``smd.bypass.decided``, with the fields from
@@ -45,7 +49,7 @@ from typing import Any, Literal
 
 import structlog
 
-from smd._clock import Clock
+from smd._clock import Clock, ManualClock
 from smd._failures import Failure, FailureKind
 from smd._policy import Action, Condition, Decision, DecisionContext
 from smd._samples import TimingHistory
@@ -80,9 +84,12 @@ DEFAULT_MODES: Mapping[Environment, BypassMode] = {
 DEFAULT_CONFIDENCE = 0.90
 """One-sided confidence of the success-rate lower bound (z = 1.2816).
 
-Chosen so that the evidence a daily-restarted service can accumulate under the
-default 24 h half-life (about two effective starts) is enough to clear a 0.5
-threshold when every start succeeded, while one recent failure is not.
+At 0.90 a perfect record clears a 0.5 threshold from 1.64 effective starts
+on. Evidence decays with age, so this also bounds the restart cadence that
+can qualify: with the 24 h half-life, a target whose starts all succeed
+qualifies when it starts at least every ~16 h; a service restarted daily
+should raise ``SMD_BYPASS__SUCCESS_HALF_LIFE_HOURS`` (72 h gives daily
+restarts ~3.9 effective starts and a lower bound of 0.70).
 """
 
 _MODE_CELL: Mapping[BypassMode, CellAction] = {
@@ -91,12 +98,7 @@ _MODE_CELL: Mapping[BypassMode, CellAction] = {
     BypassMode.CONDITIONAL: "conditional",
 }
 
-_ENV_ORDER = (
-    Environment.PRODUCTION,
-    Environment.STAGING,
-    Environment.DEVELOPMENT,
-    Environment.TEST,
-)
+_ENV_ORDER = tuple(DEFAULT_MODES)  # production, staging, development, test
 
 _log = structlog.get_logger("smd")
 
@@ -290,24 +292,17 @@ def apply_force(
         env: Environment | None = Environment.parse(context.environment)
     except ValueError:
         env = None
+    where = {"phase": context.phase, "kind": failure.kind.value, "environment": context.environment}
     if env is Environment.PRODUCTION and not bypass.allow_force_in_production:
         refused = Condition(
             "force_continue",
-            holds=False,
-            value=True,
-            threshold="allow_force_in_production",
-            detail=(
-                "force continue was requested but is refused in production; "
-                "set SMD_BYPASS__ALLOW_FORCE_IN_PRODUCTION=true to allow it"
-            ),
+            False,
+            True,
+            "allow_force_in_production",
+            "force continue was requested but is refused in production; "
+            "set SMD_BYPASS__ALLOW_FORCE_IN_PRODUCTION=true to allow it",
         )
-        logger.warning(
-            "smd.bypass.force_refused",
-            phase=context.phase,
-            kind=failure.kind.value,
-            environment=context.environment,
-            action=decision.action.value,
-        )
+        logger.warning("smd.bypass.force_refused", action=decision.action.value, **where)
         return Decision(
             decision.action,
             f"{decision.reason} Force continue (SMD_BYPASS__FORCE_CONTINUE) was requested but "
@@ -317,25 +312,17 @@ def apply_force(
             forced=False,
         )
     allowed = " with SMD_BYPASS__ALLOW_FORCE_IN_PRODUCTION" if env is Environment.PRODUCTION else ""
-    forced = Condition(
-        "force_continue",
-        holds=True,
-        value=True,
-        threshold=None,
-        detail=f"force continue is set (SMD_BYPASS__FORCE_CONTINUE){allowed}",
-    )
+    detail = f"force continue is set (SMD_BYPASS__FORCE_CONTINUE){allowed}"
+    forced = Condition("force_continue", True, True, None, detail)
     logger.warning(
         "smd.bypass.forced",
-        phase=context.phase,
-        kind=failure.kind.value,
-        environment=context.environment,
         overridden_action=decision.action.value,
         overridden_reason=decision.reason,
+        **where,
     )
     return Decision(
         Action.CONTINUE,
-        f"Startup continues degraded because force continue is set "
-        f"(SMD_BYPASS__FORCE_CONTINUE){allowed}. The policy's own verdict was "
+        f"Startup continues degraded because {detail}. The policy's own verdict was "
         f"{decision.action.value}: {decision.reason}",
         (*decision.conditions, forced),
         decision.mode,
@@ -499,7 +486,7 @@ class BypassMatrix:
                 environment=env.value,
                 essential=essential,
                 history=hist,
-                clock=_FixedWall(now) if now is not None else self._clock,
+                clock=ManualClock(now) if now is not None else self._clock,
             )
             decision = self._decide(failure, ctx)
             if history is None and self.cell(env, kind) == "conditional":
@@ -640,19 +627,6 @@ def _source_text(source: CellSource, env: Environment, kind: FailureKind, mode: 
     if source == "mode":
         return f"every cell of the forced {mode.value} mode, SMD_BYPASS__MODE"
     return f"the {env.value} default"
-
-
-class _FixedWall:
-    """A clock stuck at one wall time (preview at a given ``now``)."""
-
-    def __init__(self, wall: float) -> None:
-        self._wall = wall
-
-    def monotonic(self) -> float:
-        return 0.0
-
-    def wall(self) -> float:
-        return self._wall
 
 
 class _NullLog:

@@ -441,6 +441,19 @@ def test_decay_weights_and_future_samples() -> None:
     assert rate.lower_bound == pytest.approx(wilson_lower_bound(1.5, 1.75))
 
 
+@pytest.mark.parametrize(
+    ("half_life", "every_hours", "qualifies"),
+    [(24, 16, True), (24, 24, False), (72, 24, True), (168, 168, False)],
+)
+def test_documented_restart_cadence(half_life: float, every_hours: float, qualifies: bool) -> None:
+    """DEFAULT_CONFIDENCE's docstring: which cadences a perfect record qualifies at."""
+    clock = ManualClock()
+    h = healthy(clock, n=60, spacing=every_hours * HOUR)
+    m = BypassMatrix(BypassSettings(success_half_life_hours=half_life))
+    d = m.decide(failure(FailureKind.INFRASTRUCTURE), ctx("staging", h, clock=clock))
+    assert cond(d, "success_rate").holds is qualifies
+
+
 def test_wilson_lower_bound_matches_the_textbook_form() -> None:
     z = 1.2815515655446004
     for s, n in [(8, 10), (1, 1), (0, 5), (50, 50), (3, 7)]:
