@@ -1,0 +1,240 @@
+"""Health endpoints as a pure ASGI app: ``/startupz``, ``/readyz``, ``/livez``.
+
+No framework is imported here: the app speaks raw ASGI so it can be mounted
+in Starlette or FastAPI, or served on its own. The verdicts come from a
+:class:`~smd._readiness.Readiness` snapshot; nothing here ever touches an
+external service (liveness must not fail because the database is down, or
+an orchestrator would restart a process that cannot fix the database).
+
+==============  =======  ==========  ======================  =======
+endpoint        ready    degraded    starting / none yet     failed
+==============  =======  ==========  ======================  =======
+``/startupz``   200      200         503                     503
+``/readyz``     200      200 [*]_    503                     503
+``/livez``      200      200         200                     200
+==============  =======  ==========  ======================  =======
+
+.. [*] 503 with ``degraded_ready=False``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = [
+    "CHECKS",
+    "HEALTH_STATE_KEY",
+    "HealthBinding",
+    "HealthResponse",
+    "HealthSource",
+    "ReadinessLike",
+    "evaluate",
+    "health_app",
+    "resolve",
+]
+
+#: The three checks, by path segment.
+CHECKS = ("startupz", "readyz", "livez")
+
+#: Key of the :class:`HealthBinding` in the lifespan state and on ``app.state``.
+#: A dotted name cannot be a Python identifier, so it never shadows a value a
+#: phase published under its own name.
+HEALTH_STATE_KEY = "smd.health"
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+@runtime_checkable
+class ReadinessLike(Protocol):
+    """What the endpoints read: anything with a ``snapshot()`` (``smd``'s ``Readiness``)."""
+
+    def snapshot(self) -> Any:
+        """An object with ``to_dict()`` (or a mapping) holding at least ``state``."""
+        ...
+
+
+HealthSource = ReadinessLike | Callable[[], "ReadinessLike | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class HealthBinding:
+    """What :func:`smd.asgi.smd_lifespan` leaves in the state for the endpoints."""
+
+    readiness: ReadinessLike
+    degraded_ready: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class HealthResponse:
+    """A verdict: HTTP status and JSON body."""
+
+    status: int
+    body: dict[str, Any]
+
+    def encode(self) -> bytes:
+        return json.dumps(self.body, separators=(",", ":"), default=str).encode()
+
+
+def _snapshot_dict(readiness: ReadinessLike | None) -> dict[str, Any] | None:
+    if readiness is None:
+        return None
+    snap = readiness.snapshot()
+    data = snap.to_dict() if hasattr(snap, "to_dict") else snap
+    return dict(data)
+
+
+def _iso(seconds: object) -> str | None:
+    if not isinstance(seconds, int | float):
+        return None
+    return datetime.fromtimestamp(seconds, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def evaluate(
+    check: str, readiness: ReadinessLike | None, *, degraded_ready: bool = True
+) -> HealthResponse:
+    """The verdict of one check (``startupz``, ``readyz`` or ``livez``).
+
+    ``readiness`` ``None`` means no startup has reported yet: treated as
+    ``starting``. ``/livez`` is 200 whatever the state: it only says the
+    process answers.
+    """
+    if check not in CHECKS:
+        raise ValueError(f"unknown check {check!r}; accepted: {', '.join(CHECKS)}")
+    snap = _snapshot_dict(readiness)
+    if snap is None:
+        snap = {"state": "starting", "reasons": [], "since": None, "phases": {}}
+    state = str(snap.get("state", "starting"))
+    if check == "livez":
+        ok = True
+    elif check == "startupz":
+        ok = state in ("ready", "degraded")
+    else:
+        ok = state == "ready" or (state == "degraded" and degraded_ready)
+    body: dict[str, Any] = {
+        "check": check,
+        "status": "ok" if ok else "unavailable",
+        "state": state,
+        "since": snap.get("since"),
+        "since_iso": _iso(snap.get("since")),
+        "reasons": list(snap.get("reasons", ())),
+    }
+    if check != "livez":
+        # Liveness stays minimal; the other two say what each phase did.
+        body["phases"] = snap.get("phases", {})
+    if check == "readyz":
+        body["degraded_ready"] = degraded_ready
+    return HealthResponse(200 if ok else 503, body)
+
+
+def _route_path(scope: Scope) -> str:
+    # The path below the mount point (Starlette keeps the full path in
+    # ``path`` and the mount prefix in ``root_path``).
+    path = str(scope.get("path", ""))
+    root = str(scope.get("root_path", ""))
+    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
+        path = path[len(root) :]
+    return path
+
+
+def resolve(
+    scope: Scope, source: HealthSource | None, degraded_ready: bool | None
+) -> tuple[ReadinessLike | None, bool]:
+    """The readiness to read and whether degraded counts as ready, for one request.
+
+    An explicit ``source`` wins; else the binding the smd lifespan put in the
+    lifespan state (``scope["state"]``) or on ``app.state``.
+    """
+    binding: Any = None
+    state = scope.get("state")
+    if isinstance(state, Mapping):
+        binding = state.get(HEALTH_STATE_KEY)
+    if binding is None:
+        app_state = getattr(scope.get("app"), "state", None)
+        binding = getattr(app_state, HEALTH_STATE_KEY, None)
+    readiness: ReadinessLike | None = None
+    if source is not None:
+        readiness = source if isinstance(source, ReadinessLike) else source()
+    elif isinstance(binding, HealthBinding):
+        readiness = binding.readiness
+    if degraded_ready is None:
+        degraded_ready = binding.degraded_ready if isinstance(binding, HealthBinding) else True
+    return readiness, degraded_ready
+
+
+async def _send_json(
+    send: Send,
+    response: HealthResponse,
+    *,
+    head: bool = False,
+    headers: tuple[tuple[bytes, bytes], ...] = (),
+) -> None:
+    payload = response.encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                # A probe must see the live state, never a cached one.
+                (b"cache-control", b"no-store"),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": b"" if head else payload})
+
+
+def health_app(
+    readiness: HealthSource | None = None, *, degraded_ready: bool | None = None
+) -> ASGIApp:
+    """A small ASGI app answering ``GET /startupz``, ``/readyz`` and ``/livez``.
+
+    ``readiness`` is a ``Readiness`` (or a callable returning one); by default
+    the app finds the one :func:`smd.asgi.smd_lifespan` put in the lifespan
+    state, so ``Mount("/", app=health_app())`` or ``app.mount("/health",
+    health_app())`` is all it takes. ``degraded_ready`` (default: the
+    lifespan's setting, else ``True``) decides whether ``/readyz`` is 200 when
+    degraded. Other paths get 404, other methods 405, both with JSON bodies.
+    """
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope.get("type")
+        if kind == "lifespan":  # served on its own: nothing to start
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if kind != "http":
+            raise RuntimeError(f"smd health endpoints speak HTTP only, not {kind!r}")
+        check = _route_path(scope).strip("/")
+        if check not in CHECKS:
+            await _send_json(
+                send,
+                HealthResponse(404, {"error": "not found", "endpoints": [f"/{c}" for c in CHECKS]}),
+            )
+            return
+        method = scope.get("method", "GET")
+        if method not in ("GET", "HEAD"):
+            await _send_json(
+                send,
+                HealthResponse(405, {"error": f"method {method} not allowed"}),
+                headers=((b"allow", b"GET, HEAD"),),
+            )
+            return
+        source, ready_when_degraded = resolve(scope, readiness, degraded_ready)
+        response = evaluate(check, source, degraded_ready=ready_when_degraded)
+        await _send_json(send, response, head=method == "HEAD")
+
+    return app

@@ -1,0 +1,494 @@
+"""The ASGI way in: health verdicts, the lifespan (state, composition, teardown), failures.
+
+No server here: the lifespan protocol is driven by hand (like uvicorn does,
+with a ``state`` dict) and requests go through ``httpx.ASGITransport``. The
+real uvicorn + PostgreSQL runs are in ``test_uvicorn_e2e.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from fastapi import FastAPI, Request
+from starlette.applications import Starlette
+from starlette.requests import Request as StarletteRequest
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+
+from smd import (
+    Failure,
+    FailureKind,
+    MemoryHistoryStore,
+    PermissivePolicy,
+    PhaseContext,
+    PhaseError,
+    Startup,
+    StrictPolicy,
+    load_settings,
+)
+from smd._health import evaluate
+from smd._readiness import Readiness
+from smd._report import StartupFailed
+from smd.asgi import StartupInterrupted, health_app, health_router, smd_lifespan
+
+ASGI = Callable[..., Any]
+
+
+# -- driving the lifespan by hand, as a server does ------------------------------------
+
+
+@asynccontextmanager
+async def served(app: ASGI) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, Any]]]:
+    """Start ``app``'s lifespan, yield a client whose requests see the lifespan state.
+
+    Raises ``LifespanFailed`` (with the app's message and exception) when the
+    app answers ``lifespan.startup.failed``.
+    """
+    state: dict[str, Any] = {}
+    to_app_send, to_app_recv = anyio.create_memory_object_stream[dict[str, Any]](10)
+    from_app_send, from_app_recv = anyio.create_memory_object_stream[dict[str, Any]](10)
+    errors: list[BaseException] = []
+
+    async def run() -> None:
+        scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": state}
+        try:
+            await app(scope, to_app_recv.receive, from_app_send.send)
+        except BaseException as exc:
+            errors.append(exc)
+            if isinstance(exc, anyio.get_cancelled_exc_class()):
+                raise
+
+    async def with_state(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            scope = {**scope, "state": dict(state)}
+        await app(scope, receive, send)
+
+    failed: dict[str, Any] | None = None
+    async with (
+        to_app_send,
+        to_app_recv,
+        from_app_send,
+        from_app_recv,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(run)
+        await to_app_send.send({"type": "lifespan.startup"})
+        answer = await from_app_recv.receive()
+        if answer["type"] == "lifespan.startup.complete":
+            transport = httpx.ASGITransport(app=with_state)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                yield client, state
+            await to_app_send.send({"type": "lifespan.shutdown"})
+            answer = await from_app_recv.receive()
+            if answer["type"] != "lifespan.shutdown.complete":
+                failed = answer
+        else:
+            failed = answer
+    if failed is not None:
+        raise LifespanFailed(failed, errors)
+
+
+class LifespanFailed(Exception):
+    def __init__(self, message: dict[str, Any], errors: list[BaseException]) -> None:
+        super().__init__(message.get("message", message["type"]))
+        self.message = message
+        self.errors = errors
+
+
+def settings(env: str = "test") -> Any:
+    return load_settings(environment=env, history_enabled=False, progress_interval=60)
+
+
+def lifespan_for(startup: Startup, **kwargs: Any) -> Any:
+    kwargs.setdefault("settings", settings())
+    kwargs.setdefault("store", MemoryHistoryStore())
+    kwargs.setdefault("configure_logs", False)
+    return smd_lifespan(startup, **kwargs)
+
+
+def infra_error(message: str = "dependency refused") -> PhaseError:
+    return PhaseError(Failure(FailureKind.INFRASTRUCTURE, message))
+
+
+# -- verdicts --------------------------------------------------------------------------
+
+
+def readiness_in(state: str) -> Readiness:
+    r = Readiness()
+    r.starting()
+    if state == "starting":
+        r.phase_started("db")
+        return r
+    r.phase_started("db")
+    if state == "ready":
+        r.phase_finished("db", "ok")
+    elif state == "degraded":
+        r.phase_finished("db", "bypassed", "db: infrastructure failure bypassed")
+    else:
+        r.phase_finished("db", "failed", "strict mode")
+    r.finished()
+    assert r.state.value == state
+    return r
+
+
+@pytest.mark.parametrize(
+    ("state", "startupz", "readyz", "readyz_strict", "livez"),
+    [
+        ("starting", 503, 503, 503, 200),
+        ("ready", 200, 200, 200, 200),
+        ("degraded", 200, 200, 503, 200),
+        ("failed", 503, 503, 503, 200),
+    ],
+)
+def test_verdicts_per_state(
+    state: str, startupz: int, readyz: int, readyz_strict: int, livez: int
+) -> None:
+    r = readiness_in(state)
+    assert evaluate("startupz", r).status == startupz
+    assert evaluate("readyz", r).status == readyz
+    assert evaluate("readyz", r, degraded_ready=False).status == readyz_strict
+    assert evaluate("livez", r).status == livez
+    body = evaluate("readyz", r).body
+    assert body["state"] == state
+    assert body["phases"]["db"]["outcome"] in ("running", "ok", "bypassed", "failed")
+    assert isinstance(body["since"], float)
+    assert body["since_iso"].endswith("+00:00")
+
+
+def test_verdict_without_any_startup_is_starting_but_alive() -> None:
+    assert evaluate("startupz", None).status == 503
+    assert evaluate("readyz", None).body["state"] == "starting"
+    assert evaluate("livez", None).status == 200
+
+
+def test_degraded_body_carries_reasons() -> None:
+    body = evaluate("readyz", readiness_in("degraded")).body
+    assert body["status"] == "ok"
+    assert body["reasons"] == ["db: infrastructure failure bypassed"]
+    assert body["degraded_ready"] is True
+
+
+def test_unknown_check_is_an_error() -> None:
+    with pytest.raises(ValueError, match="unknown check 'healthz'"):
+        evaluate("healthz", None)
+
+
+# -- the pure ASGI health app ------------------------------------------------------------
+
+
+async def test_health_app_mounted_under_a_prefix() -> None:
+    r = readiness_in("degraded")
+    app = Starlette(routes=[Mount("/health", app=health_app(r, degraded_ready=False))])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as client:
+        ready = await client.get("/health/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["state"] == "degraded"
+        assert ready.headers["cache-control"] == "no-store"
+        assert (await client.get("/health/startupz")).status_code == 200
+        live = await client.get("/health/livez")
+        assert live.status_code == 200
+        assert "phases" not in live.json()
+        head = await client.head("/health/startupz")
+        assert head.status_code == 200
+        assert head.content == b""
+        missing = await client.get("/health/healthz")
+        assert missing.status_code == 404
+        assert "/readyz" in missing.json()["endpoints"]
+        post = await client.post("/health/readyz")
+        assert post.status_code == 405
+        assert post.headers["allow"] == "GET, HEAD"
+
+
+async def test_health_app_follows_a_callable_source() -> None:
+    current: list[Readiness | None] = [None]
+    app = health_app(lambda: current[0])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as client:
+        assert (await client.get("/readyz")).status_code == 503
+        current[0] = readiness_in("ready")
+        assert (await client.get("/readyz")).status_code == 200
+
+
+# -- the lifespan ------------------------------------------------------------------------
+
+
+def make_startup(events: list[str], *, fail: str | None = None, bypass: Any = None) -> Startup:
+    startup = Startup("asgi-test", bypass=bypass or StrictPolicy())
+
+    async def down_config(value: Any) -> None:
+        events.append("teardown config")
+
+    async def down_pool(value: Any) -> None:
+        events.append("teardown pool")
+
+    @startup.phase(teardown=down_config)
+    async def config(ctx: PhaseContext) -> dict[str, str]:
+        events.append("phase config")
+        return {"greeting": "hello"}
+
+    @startup.phase(requires=["config"], teardown=down_pool)
+    async def pool(ctx: PhaseContext) -> str:
+        events.append("phase pool")
+        if fail == "pool":
+            raise infra_error("pool server refused")
+        return f"{ctx['config']['greeting']} pool"
+
+    return startup
+
+
+def app_with(startup: Startup, events: list[str], **kwargs: Any) -> Starlette:
+    @asynccontextmanager
+    async def own(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        events.append(f"app enter (pool={app.state.pool!r})")
+        yield {"own": "mine"}
+        events.append("app exit")
+
+    async def hello(request: StarletteRequest) -> JSONResponse:
+        return JSONResponse(
+            {
+                "pool": request.state.pool,
+                "greeting": request.state.config["greeting"],
+                "own": request.state.own,
+                "state": request.state.smd.report.state.value,
+                "readiness": request.state.readiness.state.value,
+            }
+        )
+
+    return Starlette(
+        routes=[Route("/hello", hello), Mount("/", app=health_app())],
+        lifespan=lifespan_for(startup, lifespan=own, **kwargs),
+    )
+
+
+async def test_lifespan_state_composition_and_reverse_teardown() -> None:
+    events: list[str] = []
+    app = app_with(make_startup(events), events)
+    async with served(app) as (client, state):
+        hello = await client.get("/hello")
+        assert hello.status_code == 200, hello.text
+        assert hello.json() == {
+            "pool": "hello pool",
+            "greeting": "hello",
+            "own": "mine",
+            "state": "ready",
+            "readiness": "ready",
+        }
+        assert app.state.pool == "hello pool"
+        assert state["smd"].values["config"] == {"greeting": "hello"}
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["phases"]["pool"]["outcome"] == "ok"
+        assert (await client.get("/startupz")).status_code == 200
+        assert events == ["phase config", "phase pool", "app enter (pool='hello pool')"]
+    assert events[3:] == ["app exit", "teardown pool", "teardown config"]
+
+
+async def test_fastapi_router_reads_the_lifespan_state() -> None:
+    events: list[str] = []
+    startup = make_startup(events, fail="pool", bypass=PermissivePolicy())
+    app = FastAPI(lifespan=lifespan_for(startup, degraded_ready=False))
+    app.include_router(health_router(prefix="/health"))
+
+    @app.get("/greeting")
+    async def greeting(request: Request) -> dict[str, Any]:
+        return {
+            "greeting": request.state.config["greeting"],
+            "has_pool": hasattr(request.state, "pool"),
+        }
+
+    async with served(app) as (client, _):
+        ready = await client.get("/health/readyz")
+        assert ready.status_code == 503  # degraded, and this app said degraded is not ready
+        body = ready.json()
+        assert body["state"] == "degraded"
+        assert body["degraded_ready"] is False
+        assert body["reasons"] == [
+            "pool: infrastructure failure bypassed: permissive mode: startup continues degraded "
+            "(infrastructure failure in phase 'pool')"
+        ]
+        assert body["phases"]["pool"]["outcome"] == "bypassed"
+        assert (await client.get("/health/startupz")).status_code == 200
+        assert (await client.get("/health/livez")).status_code == 200
+        head = await client.head("/health/readyz")
+        assert head.status_code == 503
+        assert (await client.get("/greeting")).json() == {"greeting": "hello", "has_pool": False}
+        paths = app.openapi()["paths"]
+        assert {"/health/startupz", "/health/readyz", "/health/livez"} <= set(paths)
+    # Only the phase that completed is torn down.
+    assert events == ["phase config", "phase pool", "teardown config"]
+
+
+async def test_degraded_then_recovered_in_the_background() -> None:
+    probes: list[int] = []
+
+    async def recover(ctx: PhaseContext) -> bool:
+        probes.append(len(probes) + 1)
+        if len(probes) < 2:  # the first probe still fails, the second answers
+            raise infra_error("still refused")
+        return True
+
+    startup = Startup("heals", bypass=PermissivePolicy())
+
+    @startup.phase(recovery=recover)
+    async def cache(ctx: PhaseContext) -> None:
+        raise infra_error("cache refused")
+
+    app = Starlette(routes=[Mount("/", app=health_app())], lifespan=lifespan_for(startup))
+    async with served(app) as (client, state):
+        first = (await client.get("/readyz")).json()
+        assert first["state"] == "degraded"
+        assert first["reasons"][0].startswith("cache: infrastructure failure bypassed")
+        healed_event = anyio.Event()
+        state["readiness"].on_change(
+            lambda _prev, snap: healed_event.set() if snap.state.value == "ready" else None
+        )
+        with anyio.fail_after(30):  # backoff starts at <= 0.5 s; 30 s means "never"
+            await healed_event.wait()
+        healed = (await client.get("/readyz")).json()
+        assert healed["reasons"] == []
+        assert healed["phases"]["cache"]["recovered"] is True
+        assert healed["phases"]["cache"]["outcome"] == "bypassed"
+        assert probes == [1, 2]
+        assert state["readiness"].state.value == "ready"
+
+
+async def test_failed_startup_raises_with_summary_and_rolls_back(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    events: list[str] = []
+    app = app_with(make_startup(events, fail="pool"), events)
+    with pytest.raises(LifespanFailed) as info:
+        async with served(app):
+            pytest.fail("the app must not serve after a failed startup")
+    # The server hears "startup failed" with the traceback of StartupFailed ...
+    assert "StartupFailed" in info.value.message["message"]
+    assert any(isinstance(e, StartupFailed) for e in info.value.errors)
+    # ... the completed phase was torn down, the app's own lifespan never ran ...
+    assert events == ["phase config", "phase pool", "teardown config"]
+    # ... and the operator reads the summary on stderr.
+    err = capsys.readouterr().err
+    assert "STARTUP FAILED: asgi-test (test)" in err
+    assert "phase:    pool" in err
+    assert "kind:     infrastructure" in err
+    assert app.state.readiness.state.value == "failed"
+
+
+async def test_failed_startup_raises_startup_failed_from_the_context() -> None:
+    events: list[str] = []
+    startup = make_startup(events, fail="pool")
+    factory = lifespan_for(startup)
+    with pytest.raises(StartupFailed) as info:
+        async with factory(Starlette()):
+            pytest.fail("must not yield")
+    assert info.value.report.failed_phase is not None
+    assert info.value.report.failed_phase.name == "pool"
+    assert info.value.report.exit_code() == 75
+
+
+async def test_app_own_lifespan_error_is_raised_as_is_and_phases_torn_down() -> None:
+    events: list[str] = []
+
+    @asynccontextmanager
+    async def broken(app: Any) -> AsyncIterator[None]:
+        raise RuntimeError("the app's own startup broke")
+        yield
+
+    factory = lifespan_for(make_startup(events), lifespan=broken)
+    with pytest.raises(RuntimeError, match="the app's own startup broke"):
+        async with factory(Starlette()):
+            pytest.fail("must not yield")
+    assert events == ["phase config", "phase pool", "teardown pool", "teardown config"]
+
+
+async def test_generator_style_app_lifespan_composes() -> None:
+    events: list[str] = []
+
+    async def own(app: Any) -> AsyncIterator[None]:
+        events.append("app enter")
+        yield
+        events.append("app exit")
+
+    factory = lifespan_for(make_startup(events), lifespan=own)
+    async with factory(Starlette()) as state:
+        assert state["pool"] == "hello pool"
+        assert set(state) >= {"smd", "readiness", "config", "pool"}
+    assert events == [
+        "phase config",
+        "phase pool",
+        "app enter",
+        "app exit",
+        "teardown pool",
+        "teardown config",
+    ]
+
+
+def test_invalid_plan_fails_when_the_lifespan_is_built() -> None:
+    startup = Startup("bad")
+
+    @startup.phase(requires=["nowhere"])
+    async def a(ctx: PhaseContext) -> None:
+        return None
+
+    with pytest.raises(ValueError, match="nowhere"):
+        smd_lifespan(startup)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+async def test_sigterm_while_phases_run_cancels_tears_down_and_chains_the_server_handler(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    events: list[str] = []
+    heard: list[int] = []
+    started = anyio.Event()
+    startup = Startup("stuck", bypass=StrictPolicy())
+
+    async def down(value: Any) -> None:
+        events.append("teardown config")
+
+    @startup.phase(teardown=down)
+    async def config(ctx: PhaseContext) -> int:
+        return 1
+
+    @startup.phase(requires=["config"], timeout=60)
+    async def blackholed(ctx: PhaseContext) -> None:
+        started.set()
+        await anyio.sleep_forever()
+
+    def server_handler(signum: int, frame: Any) -> None:  # stands in for uvicorn's
+        heard.append(signum)
+
+    previous = signal.signal(signal.SIGTERM, server_handler)
+    try:
+        factory = lifespan_for(startup)
+
+        async def send_sigterm() -> None:
+            await started.wait()
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        with anyio.fail_after(30):  # the phase's own deadline is 60 s
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(send_sigterm)
+                with pytest.raises(StartupInterrupted) as info:
+                    async with factory(Starlette()):
+                        pytest.fail("must not yield")
+        assert signal.getsignal(signal.SIGTERM) is server_handler  # restored
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert heard == [signal.SIGTERM]
+    assert events == ["teardown config"]
+    report = info.value.report
+    assert report.interrupted == "sigterm"
+    assert report.exit_code() == 143
+    assert report.phase("blackholed").outcome.value == "cancelled"
+    assert "interrupted by SIGTERM; teardown ran" in capsys.readouterr().err
