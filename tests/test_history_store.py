@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
@@ -12,10 +13,24 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from smd import FailureKind, ManualClock, MemoryHistoryStore, Sample, Series, TimingHistory
+from smd import (
+    FailureKind,
+    FixedTimeout,
+    ManualClock,
+    MemoryHistoryStore,
+    Sample,
+    Series,
+    TimeoutContext,
+    TimeoutDecision,
+    TimeoutPolicy,
+    TimingHistory,
+)
+from smd._history_view import quantile, render_text, split_target, summarize
+from smd._matrix import success_rate
 from smd._settings import Settings
 from smd._sqlite_store import SCHEMA_VERSION, SQLiteHistoryStore, open_store
 from smd._store import HistoryStore
+from smd.timeouts import AdaptiveTimeout
 
 TARGET = "postgres://db.internal:5432/app@production"
 OTHER = "phase:cache@staging"
@@ -384,3 +399,178 @@ def test_open_store_uncreatable_directory_gives_memory_and_one_warning(tmp_path:
         assert len(store.load(TARGET).ready) == 1
     assert isinstance(store, MemoryHistoryStore)
     assert [w["event"] for w in history_warnings(logs)] == ["smd.history.unwritable"]
+
+
+# -- the history view (``smd history``) ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("target", "dependency", "env"),
+    [
+        ("postgres://db:5432/app@production", "postgres://db:5432/app", "production"),
+        ("phase:cache@staging", "phase:cache", "staging"),
+        ("phase:cache", "phase:cache", None),
+        ("postgres://user@db:5432/app", "postgres://user@db:5432/app", None),
+        ("postgres://user@db:5432/app@test", "postgres://user@db:5432/app", "test"),
+        ("@production", "@production", None),
+        ("phase:x@", "phase:x@", None),
+    ],
+)
+def test_split_target(target: str, dependency: str, env: str | None) -> None:
+    assert split_target(target) == (dependency, env)
+
+
+def test_quantile_interpolates_between_order_statistics() -> None:
+    values = [float(v) for v in range(10, 0, -1)]  # 10..1, unsorted on purpose
+    assert quantile(values, 0.5) == pytest.approx(5.5)
+    assert quantile(values, 0.9) == pytest.approx(9.1)
+    assert quantile(values, 0.0) == 1.0
+    assert quantile(values, 1.0) == 10.0
+    assert quantile([0.25], 0.99) == 0.25
+    assert quantile([], 0.5) is None
+    with pytest.raises(ValueError, match="quantile"):
+        quantile(values, 1.5)
+
+
+def view_store(path: Path, clock: ManualClock) -> SQLiteHistoryStore:
+    store = SQLiteHistoryStore(path)
+    h = store.load(TARGET, clock=clock)
+    now = clock.wall()
+    for i, ready in enumerate([0.2, 0.4, 0.6, 0.8, 1.0]):
+        h.record_attempt(0.01 * (i + 1), at=now - 5000 + i)
+        h.record_success(ready, at=now - 4000 + i)
+    h.record_timeout(30.0, at=now - 3000)  # censored: must not enter the quantiles
+    h.record_failure(FailureKind.CONFIGURATION, at=now - 2000)
+    h.record_failure(FailureKind.CONFIGURATION, at=now - 1999)
+    h.record_failure(FailureKind.INFRASTRUCTURE, at=now - 1998)
+    h.record_bypass(at=now - 1000)
+    h.record_bypass(at=now - 500)
+    store.append(TARGET, h.pending)
+    store.append(OTHER, [Sample(Series.ATTEMPT, now - 10, 0.003)])
+    return store
+
+
+def test_summarize_reports_counts_quantiles_success_and_degraded(tmp_path: Path) -> None:
+    clock = ManualClock(start=2_000_000_000.0)
+    store = view_store(tmp_path / "h.sqlite3", clock)
+    summaries = summarize(store, clock=clock, half_life_hours=1.0)
+    assert [s.target for s in summaries] == sorted([TARGET, OTHER])
+    s = next(x for x in summaries if x.target == TARGET)
+
+    assert s.dependency == "postgres://db.internal:5432/app"
+    assert s.environment == "production"
+    assert s.counts == {"attempt": 5, "ready": 6, "failure": 3, "bypass": 2}
+    assert s.total == 16
+    assert s.censored == 1
+    assert s.ready.uncensored == 5
+    assert s.ready.get(0.5) == pytest.approx(0.6)
+    assert s.ready.get(0.9) == pytest.approx(0.92)
+    assert s.ready.maximum == pytest.approx(1.0)  # not the censored 30 s
+    assert s.attempt.get(0.5) == pytest.approx(0.03)
+    assert s.failures == {"configuration": 2, "infrastructure": 1}
+    assert (s.success.successes, s.success.total) == (5, 9)
+    # The same figure the conditional bypass mode would measure.
+    expected = success_rate(store.load(TARGET), clock.wall(), 1.0)
+    assert s.success == expected
+    assert s.success.lower_bound is not None
+    assert s.success.lower_bound < (s.success.estimate or 0)
+    assert s.consecutive_degraded == 2
+    assert s.last_at == clock.wall() - 500
+    assert s.timeout is None
+    assert s.timeout_error is None
+
+
+def test_summarize_shows_the_timeout_a_policy_would_use_now(tmp_path: Path) -> None:
+    clock = ManualClock(start=2_000_000_000.0)
+    store = view_store(tmp_path / "h.sqlite3", clock)
+    asked: list[str] = []
+
+    def policy_for(target: str) -> TimeoutPolicy:
+        asked.append(target)
+        return AdaptiveTimeout(min_samples=3) if "@production" in target else FixedTimeout(7)
+
+    contexts: list[str] = []
+
+    def context_for(target: str) -> TimeoutContext | None:
+        contexts.append(target)
+        return None
+
+    summaries = {
+        s.target: s for s in summarize(store, policy_for, context_factory=context_for, clock=clock)
+    }
+    assert sorted(asked) == sorted(contexts) == sorted([TARGET, OTHER])
+    prod = summaries[TARGET].timeout
+    assert prod is not None
+    assert prod == AdaptiveTimeout(min_samples=3).compute(store.load(TARGET))
+    assert prod.source == "adaptive"
+    other = summaries[OTHER].timeout
+    assert other is not None
+    assert (other.seconds, other.source) == (7.0, "fixed")
+
+
+def test_summarize_survives_a_broken_policy(tmp_path: Path) -> None:
+    clock = ManualClock(start=2_000_000_000.0)
+    store = view_store(tmp_path / "h.sqlite3", clock)
+
+    class Broken:
+        def compute(
+            self, history: TimingHistory, context: TimeoutContext | None = None
+        ) -> TimeoutDecision:
+            raise RuntimeError("estimator exploded")
+
+    def policy_for(target: str) -> TimeoutPolicy:
+        if target == OTHER:
+            raise ValueError("no settings for staging")
+        return Broken()
+
+    summaries = {s.target: s for s in summarize(store, policy_for, clock=clock)}
+    assert summaries[TARGET].timeout is None
+    assert summaries[TARGET].timeout_error == "RuntimeError: estimator exploded"
+    assert summaries[OTHER].timeout_error == "ValueError: no settings for staging"
+    assert "unavailable: RuntimeError: estimator exploded" in render_text(list(summaries.values()))
+
+
+def test_summarize_restricted_to_given_targets(tmp_path: Path) -> None:
+    clock = ManualClock(start=2_000_000_000.0)
+    store = view_store(tmp_path / "h.sqlite3", clock)
+    (only,) = summarize(store, targets=[OTHER, OTHER], clock=clock)
+    assert only.target == OTHER
+    (unknown,) = summarize(store, targets=["phase:never@test"], clock=clock)
+    assert unknown.total == 0
+    assert unknown.success.total == 0
+    assert unknown.ready.quantiles == ()
+
+
+def test_history_view_json_and_text(tmp_path: Path) -> None:
+    clock = ManualClock(start=2_000_000_000.0)
+    store = view_store(tmp_path / "h.sqlite3", clock)
+    summaries = summarize(store, lambda t: FixedTimeout(7), clock=clock)
+    data = json.loads(json.dumps([s.to_dict() for s in summaries]))
+    prod = next(d for d in data if d["target"] == TARGET)
+    assert prod["environment"] == "production"
+    assert prod["samples"] == {"attempt": 5, "ready": 6, "failure": 3, "bypass": 2}
+    assert prod["censored"] == 1
+    assert prod["ready"]["quantiles"] == {"p50": 0.6, "p90": 0.92, "p99": 0.992}
+    assert prod["success_rate"]["successes"] == 5
+    assert prod["success_rate"]["total"] == 9
+    assert prod["consecutive_degraded"] == 2
+    assert prod["timeout"]["seconds"] == 7.0
+    assert prod["timeout"]["source"] == "fixed"
+    assert prod["last_sample_at"] == "2033-05-18T03:25:00Z"  # 2e9 s minus 500 s
+
+    text = render_text(summaries)
+    assert "postgres://db.internal:5432/app  [production]" in text
+    assert "ready 6 (1 censored)" in text
+    assert "p50 600ms" in text
+    assert "5/9 starts (55.6%)" in text
+    assert "2 consecutive degraded startups" in text
+    assert "timeout now  7s (fixed)" in text
+    assert "fixed timeout of 7s" in text
+    assert render_text([]).startswith("No history recorded yet")
+
+
+def test_history_view_reads_without_creating_the_store(tmp_path: Path) -> None:
+    path = tmp_path / "never" / "history.sqlite3"
+    store = open_store(Settings(history_path=path), readonly=True)
+    assert summarize(store) == []
+    assert not path.parent.exists()
