@@ -10,7 +10,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from pgbed.cluster import PgCluster, StandbyFactory
+from pgbed.cluster import AppCredentials, PgCluster, StandbyFactory
 from pgbed.fakepg import FakePgFactory, Garbage
 from pgbed.proxy import CloseAfter, FaultProxy, Forward, StartingStandby, replace_host_port
 
@@ -169,6 +169,23 @@ async def test_proxy_forwards_to_the_cluster(fault_proxy: FaultProxy, pg_dsn: st
     assert await select_one(fault_proxy.dsn(pg_dsn)) == 1
     assert fault_proxy.accepted == 1
     assert fault_proxy.errors == []
+
+
+async def test_one_connect_is_one_proxied_connection(
+    fault_proxy: FaultProxy, pg: PgCluster, pg_app: AppCredentials
+) -> None:
+    # The proxy's accept count is a faithful attempt counter: asyncpg's
+    # sslmode=prefer does not redial after a server error (the server offers no TLS).
+    bad = fault_proxy.dsn(pg.dsn(pg_app.user, "wrong", pg_app.database))
+    with pytest.raises(asyncpg.InvalidPasswordError):
+        await asyncpg.connect(bad, timeout=10)
+    assert fault_proxy.accepted == 1
+
+
+async def test_tls_required_but_not_offered(pg_dsn: str) -> None:
+    # The cluster runs without TLS, so a client demanding it is refused the upgrade.
+    with pytest.raises(ConnectionError, match="rejected SSL upgrade"):
+        await asyncpg.connect(pg_dsn, ssl="require", timeout=10)
 
 
 async def test_blackhole_accepts_and_never_answers(fault_proxy: FaultProxy, pg_dsn: str) -> None:
