@@ -7,11 +7,15 @@ real uvicorn + PostgreSQL runs are in ``test_uvicorn_e2e.py``.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, MutableMapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -492,3 +496,94 @@ async def test_sigterm_while_phases_run_cancels_tears_down_and_chains_the_server
     assert report.exit_code() == 143
     assert report.phase("blackholed").outcome.value == "cancelled"
     assert "interrupted by SIGTERM; teardown ran" in capsys.readouterr().err
+
+
+# -- the container examples agree with smd ---------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _dockerfile_instruction(text: str, name: str) -> list[str]:
+    match = re.search(rf"^{name}\s+(\[.*\])\s*$", text, re.M)
+    assert match is not None, f"no exec-form {name} in examples/Dockerfile"
+    value: list[str] = json.loads(match.group(1))
+    return value
+
+
+def _probe(text: str, name: str) -> dict[str, str]:
+    match = re.search(rf"^( *){name}:\n((?:\1 +.*\n)+)", text, re.M)
+    assert match is not None, f"no {name} in examples/kubernetes.yaml"
+    return dict(
+        re.findall(
+            r"^ *(path|port|periodSeconds|failureThreshold|timeoutSeconds): *(\S+)",
+            match.group(2),
+            re.M,
+        )
+    )
+
+
+def _env_value(text: str, name: str) -> str:
+    match = re.search(rf"- name: {name}\n +value: \"?([^\"\n]+)\"?", text)
+    assert match is not None, f"{name} is not set in examples/kubernetes.yaml"
+    return match.group(1)
+
+
+async def test_kubernetes_probes_hit_smd_endpoints_within_smd_deadlines() -> None:
+    text = (REPO / "examples" / "kubernetes.yaml").read_text()
+    try:
+        import yaml  # type: ignore[import-untyped]
+    except ImportError:  # PyYAML is not a dependency; the text checks below suffice
+        pass
+    else:
+        docs = [d for d in yaml.safe_load_all(text) if d]
+        container = docs[0]["spec"]["template"]["spec"]["containers"][0]
+        assert container["startupProbe"]["httpGet"]["path"] == "/startupz"
+    startup, ready, live = (
+        _probe(text, p) for p in ("startupProbe", "readinessProbe", "livenessProbe")
+    )
+    assert (startup["path"], ready["path"], live["path"]) == ("/startupz", "/readyz", "/livez")
+    # Every probe path is answered by smd's endpoints (a 404 would be a typo).
+    app = health_app(readiness_in("ready"))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        for probe in (startup, ready, live):
+            assert (await c.get(probe["path"])).status_code == 200
+    # The startup window covers the gate and the lifespan, each capped by the budget.
+    budget = float(_env_value(text, "SMD_STARTUP_BUDGET"))
+    window = int(startup["periodSeconds"]) * int(startup["failureThreshold"])
+    assert window >= 2 * budget
+    assert window >= load_settings().startup_budget  # also when the override is dropped
+    grace = int(re.search(r"terminationGracePeriodSeconds: *(\d+)", text).group(1))  # type: ignore[union-attr]
+    assert grace > float(_env_value(text, "SMD_PHASE_TIMEOUT"))
+    # The container port is the one uvicorn listens on in the Dockerfile.
+    cmd = _dockerfile_instruction((REPO / "examples" / "Dockerfile").read_text(), "CMD")
+    assert re.search(r"containerPort: *" + cmd[cmd.index("--port") + 1], text)
+
+
+def test_dockerfile_entrypoint_names_a_loadable_startup_and_the_app() -> None:
+    text = (REPO / "examples" / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim$", text, re.M)
+    entrypoint = _dockerfile_instruction(text, "ENTRYPOINT")
+    assert entrypoint[:2] == ["smd", "run"]
+    assert entrypoint[-1] == "--"
+    cmd = _dockerfile_instruction(text, "CMD")
+    assert cmd[0] == "uvicorn"
+    module, _, attr = cmd[1].partition(":")
+    assert (REPO / (module.replace(".", "/") + ".py")).is_file()
+    assert attr == "app"
+    for source in re.findall(r"^COPY (\S+(?: \S+)*) \S+$", text, re.M):
+        for path in source.split():
+            assert (REPO / path).exists(), f"COPY source {path} missing"
+    # The gate's TARGET plans (dry run: no network) from the build context.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMD_")}
+    plan = subprocess.run(
+        [sys.executable, "-m", "smd", "plan", entrypoint[2], "--format", "json"],
+        cwd=REPO,
+        env={**env, "SMD_ENVIRONMENT": "production", "SMD_HISTORY_ENABLED": "false"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert plan.returncode == 0, plan.stderr
+    doc = json.loads(plan.stdout)
+    assert doc["startup"] == "fastapi-example"
