@@ -201,8 +201,8 @@ async def retry_until_ready(
     """Call ``probe(attempt_timeout)`` until it succeeds or the deadline comes.
 
     Only ``infrastructure`` and ``timeout`` failures are retried; anything
-    else ends the loop after that one attempt. No attempt starts with less
-    than ``min_attempt_seconds`` left (except the first, which always runs),
+    else ends the loop after that one attempt. No retry is started with less
+    than ``min_attempt_seconds`` left (the first attempt always runs),
     and every attempt's timeout is cut to what is left, so the loop never
     overruns ``deadline_seconds``. Answered attempts' latencies go to
     ``history.record_attempt``; every attempt goes to ``on_attempt``.
@@ -221,7 +221,7 @@ async def retry_until_ready(
     last: ProbeResult | None = None
     while True:
         left = deadline - clock()
-        if left <= 0 or (attempts and left < min_attempt_seconds):
+        if left <= 0:
             break
         timeout = min(per_attempt, left)
         a_start = clock()
@@ -254,6 +254,8 @@ async def retry_until_ready(
         # Wait the backoff, but shorten the last wait so that one final
         # attempt of at least min_attempt_seconds still fits: a database that
         # becomes ready just before the deadline is still caught.
+        # The decision to try again is taken here, before sleeping; the next
+        # attempt then gets whatever is left (at least about min_attempt_seconds).
         wait = min(backoff.delay(attempts - 1, rng), left - min_attempt_seconds)
         if wait < 0:
             break

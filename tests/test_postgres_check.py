@@ -468,17 +468,22 @@ async def test_refused_then_forwarding_becomes_ready(fault_proxy: FaultProxy, pg
 @pytest.mark.postgres
 async def test_blackhole_is_cut_off_at_the_deadline(fault_proxy: FaultProxy, pg_dsn: str) -> None:
     fault_proxy.set_mode("blackhole")
-    deadline = 1.2
+    deadline = 1.3
     result, rec, took = await wait(fault_proxy.dsn(pg_dsn), deadline=deadline, attempt=0.5)
     assert result.failure is not None
     assert result.failure.kind is FailureKind.TIMEOUT
     assert result.status == "no response"
-    assert result.attempts == 3  # 0.5 + 0.5 + what was left
     timeouts = [d["timeout"] for _, _, _, d in rec.calls]
     assert timeouts[:2] == [0.5, 0.5]
-    assert timeouts[2] < 0.5
-    # Cut off at the deadline: not before it, not meaningfully after it.
-    assert deadline - 0.05 <= took <= deadline + 0.25
+    # Normally 0.5 + 0.5 + what was left (~0.2 s); a slow machine may leave
+    # too little for a third attempt, but never room for a full fourth one.
+    assert result.attempts in (2, 3)
+    assert len(timeouts) == result.attempts
+    if result.attempts == 3:
+        assert timeouts[2] < 0.5
+    # Cut off at the deadline: not meaningfully after it, and not before it
+    # by more than the minimum attempt (0.1 s) that was not worth starting.
+    assert deadline - 0.11 <= took <= deadline + 0.25
     t0 = rec.calls[0][0]
     assert all(end - t0 <= deadline + 0.1 for _, end, _, _ in rec.calls)
     assert rec.history.attempts == ()
