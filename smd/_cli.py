@@ -96,6 +96,7 @@ def _configure_logs(settings: Settings) -> None:
 
 def plan_document(startup: Startup, settings: Settings) -> dict[str, Any]:
     """Everything ``smd plan`` shows, as data. Reads history, never writes it."""
+    from smd._matrix import BypassMatrix
     from smd._sequencer import StartupRun, default_store
 
     store = default_store(settings, readonly=True)
@@ -107,9 +108,10 @@ def plan_document(startup: Startup, settings: Settings) -> dict[str, Any]:
         target = run.target(phase)
         history = store.load(target)
         timeout = run.compute_timeout(phase, history)
-        policy = phase.bypass or run.policy
-        decisions: dict[str, Any] = {}
-        for kind in FailureKind:
+        policy = run.policy_for(phase)
+        if isinstance(policy, BypassMatrix):
+            verdicts = policy.preview(run.env, phase.essential, phase=name, history=history)
+        else:
             ctx = DecisionContext(
                 phase=name,
                 environment=run.env,
@@ -118,8 +120,11 @@ def plan_document(startup: Startup, settings: Settings) -> dict[str, Any]:
                 history=history,
                 clock=run.clock,
             )
-            d = policy.decide(Failure(kind, f"dry run: a {kind.value} failure"), ctx)
-            decisions[kind.value] = d.to_dict()
+            verdicts = {
+                k: policy.decide(Failure(k, f"dry run: a {k.value} failure"), ctx)
+                for k in FailureKind
+            }
+        decisions = {k.value: verdicts[k].to_dict() for k in FailureKind}
         phases.append(
             {
                 "name": name,

@@ -121,7 +121,7 @@ class SuccessRate:
     effective_n: float
     estimate: float | None
     lower_bound: float | None
-    half_life_hours: float = 24.0
+    half_life_hours: float = 72.0
     confidence: float = DEFAULT_CONFIDENCE
 
     def to_dict(self) -> dict[str, object]:

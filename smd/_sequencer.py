@@ -21,12 +21,12 @@ from smd._clock import Clock, SystemClock
 from smd._failures import Failure, FailureKind, PhaseError
 from smd._logging import get_logger
 from smd._phase import Phase, PhaseContext, Startup
-from smd._policy import Action, BypassPolicy, Decision, DecisionContext, StrictPolicy
+from smd._policy import Action, BypassPolicy, Decision, DecisionContext
 from smd._redact import redact
 from smd._report import Outcome, PhaseReport, Report, StartupFailed, State
 from smd._samples import TimingHistory
 from smd._settings import Settings, load_settings
-from smd._store import HistoryStore, MemoryHistoryStore
+from smd._store import HistoryStore
 from smd._timeout_base import TimeoutContext, TimeoutDecision
 
 __all__ = ["Mode", "StartupRun", "default_policy", "default_store", "lifecycle", "run_startup"]
@@ -37,20 +37,16 @@ _HEALING = (FailureKind.INFRASTRUCTURE, FailureKind.TIMEOUT)
 
 def default_policy(settings: Settings) -> BypassPolicy:
     """The bypass matrix for the settings' environment."""
-    try:
-        from smd._matrix import BypassMatrix
-    except ImportError:  # pragma: no cover - only while the matrix is absent
-        return StrictPolicy()
+    from smd._matrix import BypassMatrix
+
     policy: BypassPolicy = BypassMatrix.from_settings(settings)
     return policy
 
 
 def default_store(settings: Settings, *, readonly: bool = False) -> HistoryStore:
     """The embedded history store the settings point at (never raises)."""
-    try:
-        from smd._sqlite_store import open_store
-    except ImportError:  # pragma: no cover - only while the store is absent
-        return MemoryHistoryStore()
+    from smd._sqlite_store import open_store
+
     return open_store(settings, readonly=readonly)
 
 
@@ -89,6 +85,10 @@ class StartupRun:
         self.policy = policy or startup.bypass or default_policy(self.settings)
         self.clock = clock or SystemClock()
         self.log = log if log is not None else get_logger("smd", startup=startup.name)
+        if readiness is None:
+            from smd._readiness import Readiness
+
+            readiness = Readiness(clock=self.clock, log=self.log)
         self.readiness = readiness
         self.env = self.settings.environment.value
         self.values: dict[str, Any] = {}
@@ -119,8 +119,7 @@ class StartupRun:
         return self.clock.monotonic() - self._t0
 
     def _notify(self, method: str, *args: Any) -> None:
-        if self.readiness is not None:
-            getattr(self.readiness, method)(*args)
+        getattr(self.readiness, method)(*args)
 
     def compute_timeout(self, phase: Phase, history: TimingHistory) -> TimeoutDecision:
         """The phase's own deadline from its timeout policy (or the default)."""
@@ -142,8 +141,19 @@ class StartupRun:
             self.log.warning("smd.timeout.error", phase=phase.name, error=redact(repr(exc)))
             return TimeoutDecision(s, "default", f"timeout policy raised {exc!r}; using {s:g}s")
 
-    def _decide(self, phase: Phase, failure: Failure, history: TimingHistory) -> Decision:
+    def policy_for(self, phase: Phase) -> BypassPolicy:
+        """The policy that judges this phase (its own, bound to the run's settings)."""
+        from smd._matrix import BypassMatrix
+
         policy = phase.bypass or self.policy
+        if isinstance(policy, BypassMatrix):
+            return policy.bind(self.settings)
+        return policy
+
+    def _decide(self, phase: Phase, failure: Failure, history: TimingHistory) -> Decision:
+        from smd._matrix import BypassMatrix, apply_force, decision_event
+
+        policy = self.policy_for(phase)
         ctx = DecisionContext(
             phase=phase.name,
             environment=self.env,
@@ -154,18 +164,15 @@ class StartupRun:
         )
         try:
             decision = policy.decide(failure, ctx)
+            if not isinstance(policy, BypassMatrix):
+                # The matrix applies force itself; user policies get the same rule.
+                decision = apply_force(decision, failure, ctx, self.settings.bypass, log=self.log)
         except Exception as exc:
-            decision = Decision(Action.FAIL, f"bypass policy raised {exc!r}; failing safe")
-        self.log.info(
-            "smd.bypass.decided",
-            phase=phase.name,
-            kind=failure.kind.value,
-            action=decision.action.value,
-            mode=decision.mode,
-            forced=decision.forced,
-            reason=decision.reason,
-            conditions=[c.to_dict() for c in decision.conditions],
-        )
+            decision = Decision(
+                Action.FAIL, f"bypass policy raised {type(exc).__name__}: {exc}; failing safe"
+            )
+        # One mechanism: every decision of every policy is logged here, once.
+        self.log.info("smd.bypass.decided", **decision_event(failure, ctx, decision))
         return decision
 
     # -- running -----------------------------------------------------------
@@ -244,11 +251,12 @@ class StartupRun:
             self.values[name] = value
             history.record_success(elapsed)
         else:
+            # Decide first: the verdict must not count the failure it judges.
+            decision = self._decide(phase, failure, history)
             if failure.kind in _HEALING:
                 history.record_timeout(elapsed)
             else:
                 history.record_failure(failure.kind)
-            decision = self._decide(phase, failure, history)
             if decision.action is Action.CONTINUE:
                 outcome = Outcome.BYPASSED
                 history.record_bypass()

@@ -31,6 +31,7 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from pydantic_settings import SettingsError as PydanticSettingsError
 
 from smd._failures import FailureKind
 
@@ -106,7 +107,7 @@ class BypassSettings(BaseModel):
     )
     min_success_rate: float = Field(default=0.5, ge=0.0, le=1.0)
     max_consecutive_degraded: int = Field(default=3, ge=1)
-    success_half_life_hours: float = Field(default=24.0, gt=0)
+    success_half_life_hours: float = Field(default=72.0, gt=0)
     force_continue: bool = False
     allow_force_in_production: bool = False
 
@@ -274,6 +275,9 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as err:
         raise SettingsError(_format_error(err)) from None
+    except PydanticSettingsError as err:
+        # e.g. malformed JSON in a complex SMD_* variable
+        raise SettingsError(f"invalid settings: {err}") from None
     except tomllib.TOMLDecodeError as err:
         raise SettingsError(f"malformed TOML in smd.toml or pyproject.toml: {err}") from None
     except OSError as err:

@@ -308,7 +308,7 @@ def test_success_rate_both_sides_of_the_threshold() -> None:
     for ok in (True, True, False, True, True, True, False, True):
         h.record_success(1.0) if ok else h.record_timeout(5.0)
         clock.advance(60)
-    rate = success_rate(h, clock.wall(), 24.0)
+    rate = success_rate(h, clock.wall(), BypassSettings().success_half_life_hours)
     assert rate.lower_bound is not None
     lb = rate.lower_bound
     assert 0.3 < lb < 0.9
