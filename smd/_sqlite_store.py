@@ -30,6 +30,11 @@ Guarantees, and how they are kept:
   ``smd.history.unwritable``, ``smd.history.unsupported_schema``) naming the
   file and what was done.
 
+``readonly=True`` (``smd plan``, ``smd history``) never creates, writes or
+moves the database file; a missing file reads as empty. (SQLite itself may
+leave its empty ``-wal``/``-shm`` sidecars next to an existing file: a
+read-only reader needs them to read safely while another process writes.)
+
 The store is synchronous by design (so is SQLite). Async callers run it in a
 worker thread: ``await anyio.to_thread.run_sync(store.load, target)``. Every
 call opens its own short-lived connection, so one instance can be used from
@@ -361,14 +366,13 @@ class SQLiteHistoryStore:
 
     @contextlib.contextmanager
     def _connect(self, *, write: bool) -> Iterator[sqlite3.Connection]:
-        if not self._ready:
-            # Before connecting: if the file is swapped between the two, the
-            # inode we remember is the older one, and a damaged file found
-            # through this connection is then never confused with a fresh one.
-            try:
-                self._checked_inode = os.stat(self.path).st_ino
-            except FileNotFoundError:
-                self._checked_inode = None
+        # Before connecting: if the file is swapped between the two, the
+        # inode we remember is the older one, and a damaged file found
+        # through this connection is then never confused with a fresh one.
+        try:
+            self._checked_inode = os.stat(self.path).st_ino
+        except OSError:
+            self._checked_inode = None
         if write:
             conn = sqlite3.connect(
                 self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
@@ -397,9 +401,13 @@ class SQLiteHistoryStore:
         return conn
 
     def _init(self, conn: sqlite3.Connection) -> None:
-        """Once per instance: WAL, integrity, schema."""
+        """WAL, integrity and schema once per instance (and again if the file was replaced)."""
         if self._ready:
-            return
+            if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+                return
+            # Another process moved a damaged file aside since we last
+            # looked: this is a new file, set it up like the first one.
+            self._ready = False
         self._set_wal(conn)
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
@@ -450,16 +458,14 @@ class SQLiteHistoryStore:
             raise _Corrupt(f"integrity check failed: {rows[0][0] if rows else 'no result'}")
 
     def _read_checked(self, conn: sqlite3.Connection) -> bool:
-        """For reads: verify the file once; False if it has no schema yet."""
+        """For read-only access: verify the file once; False if it has no schema yet."""
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise _Unsupported(f"schema version {version} is newer than supported {SCHEMA_VERSION}")
+        if version < SCHEMA_VERSION:
+            return False
         if not self._ready:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise _Unsupported(
-                    f"schema version {version} is newer than supported {SCHEMA_VERSION}"
-                )
             self._quick_check(conn)
-            if version < SCHEMA_VERSION:
-                return False
             self._ready = True
         return True
 

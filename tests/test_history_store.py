@@ -327,6 +327,20 @@ def test_parent_is_a_file_degrades_with_one_warning(tmp_path: Path) -> None:
     assert blocker.read_text() == "not a directory"
 
 
+def test_file_replaced_under_a_running_store_is_set_up_again(tmp_path: Path) -> None:
+    # What a store sees when another process moved a damaged file aside.
+    path = tmp_path / "history.sqlite3"
+    store = SQLiteHistoryStore(path)
+    store.append(TARGET, [Sample(Series.READY, 1.0, 0.3)])
+    path.rename(tmp_path / "elsewhere.sqlite3")
+    with capture_logs() as logs:
+        store.append(TARGET, [Sample(Series.READY, 2.0, 0.4)])
+        assert [s.at for s in store.load(TARGET).ready] == [2.0]
+    assert history_warnings(logs) == []
+    assert not store.degraded
+    assert count_rows(path, TARGET, Series.READY) == 1
+
+
 # -- read-only mode --------------------------------------------------------------
 
 
