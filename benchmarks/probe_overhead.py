@@ -1,0 +1,239 @@
+"""Overhead of smd's PostgreSQL check on a real, healthy database (issue 6, section 4).
+
+In one event loop, against one local PostgreSQL, alternating in rotating
+order (each round starts with a different contender), after warm-ups:
+
+- **bare**: ``asyncpg.connect(dsn)`` + ``SELECT 1`` + ``close()`` -- what a
+  hand-written readiness check does;
+- **probe**: ``checks.postgres.probe(dsn, attempt_seconds=10)`` -- one
+  bounded attempt: parse and validate the options, connect, ``SELECT 1``,
+  classify, close;
+- **wait_ready**: ``checks.postgres.wait_ready(dsn, deadline_seconds=10)``
+  -- the attempt loop ``DatabasePhase`` runs; on a healthy server that is
+  one attempt.
+
+Each sample is the wall time of the whole call, close included, so both
+sides pay the same handshake (TCP, the sslmode negotiation that the DSN and
+asyncpg's default ``prefer`` imply, SCRAM) and the same teardown. The ratio
+is of medians; the goal is probe / bare <= 1.15.
+
+Without ``SMD_DATABASE_URL`` a throwaway PostgreSQL 15 cluster is started
+with ``tests/pgbed/cluster.py`` and removed at the end.
+
+Usage::
+
+    python benchmarks/probe_overhead.py [--n N] [--format json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+GOAL = 1.15
+_WARMUP = 20
+_ATTEMPT_SECONDS = 10.0
+
+
+def machine() -> dict[str, Any]:
+    """Where the figures come from: date, CPUs, CPU model, Python."""
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.partition(":")[2].strip()
+                break
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+    }
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """The q-quantile (linear interpolation between order statistics)."""
+    s = sorted(values)
+    if len(s) == 1:
+        return s[0]
+    pos = q * (len(s) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain text table; the first column left-aligned, the rest right-aligned."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        out = [str(cells[0]).ljust(widths[0])]
+        out += [str(c).rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
+        return "  ".join(out).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(header), rule, *(line(r) for r in rows)])
+
+
+@contextlib.contextmanager
+def database_url() -> Iterator[str]:
+    """``SMD_DATABASE_URL`` if set, else a throwaway cluster for the duration."""
+    given = os.environ.get("SMD_DATABASE_URL")
+    if given:
+        yield given
+        return
+    base = Path(tempfile.mkdtemp(prefix="smd-bench-pg-"))
+    cluster = [sys.executable, str(ROOT / "tests" / "pgbed" / "cluster.py")]
+    try:
+        print(f"starting a throwaway PostgreSQL in {base} ...", file=sys.stderr)
+        up = subprocess.run(
+            [*cluster, "up", str(base)], capture_output=True, text=True, check=False
+        )
+        if up.returncode != 0:
+            raise SystemExit(f"probe_overhead: could not start PostgreSQL:\n{up.stderr.strip()}")
+        yield up.stdout.strip()
+    finally:
+        subprocess.run([*cluster, "down", str(base)], capture_output=True, check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+Contender = Callable[[], Awaitable[None]]
+
+
+def contenders(dsn: str) -> dict[str, Contender]:
+    """The three ways to check one healthy database, by name."""
+    import asyncpg
+
+    from checks.postgres import probe, wait_ready
+
+    async def bare() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.fetchval("SELECT 1")
+        finally:
+            await conn.close()
+
+    async def smd_probe() -> None:
+        result = await probe(dsn, attempt_seconds=_ATTEMPT_SECONDS)
+        if not result.ok:
+            raise RuntimeError(f"probe failed on a healthy server: {result.failure}")
+
+    async def smd_wait_ready() -> None:
+        result = await wait_ready(dsn, deadline_seconds=_ATTEMPT_SECONDS)
+        if not result.ok:
+            raise RuntimeError(f"wait_ready failed on a healthy server: {result.failure}")
+
+    return {"bare asyncpg": bare, "smd probe()": smd_probe, "smd wait_ready()": smd_wait_ready}
+
+
+async def _measure(dsn: str, n: int) -> dict[str, list[float]]:
+    funcs = contenders(dsn)
+    names = list(funcs)
+    for _ in range(_WARMUP):
+        for name in names:
+            await funcs[name]()
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(n):
+        # Rotate who goes first: no contender always follows the same one.
+        k = i % len(names)
+        for name in names[k:] + names[:k]:
+            start = time.perf_counter()
+            await funcs[name]()
+            samples[name].append(time.perf_counter() - start)
+    return samples
+
+
+def measure(n: int) -> dict[str, Any]:
+    """Run the comparison (asyncio, as ``smd run`` does) and return every figure."""
+    with database_url() as dsn:
+        samples = asyncio.run(_measure(dsn, n))
+    base = samples["bare asyncpg"]
+    base_median = statistics.median(base)
+    rows: list[dict[str, Any]] = []
+    for name, values in samples.items():
+        median = statistics.median(values)
+        rows.append(
+            {
+                "contender": name,
+                "median_ms": median * 1000,
+                "p90_ms": quantile(values, 0.9),
+                "ratio": median / base_median,
+                "paired_ratio": statistics.median(v / b for v, b in zip(values, base, strict=True)),
+            }
+        )
+        rows[-1]["p90_ms"] *= 1000
+    probe_ratio = next(r["ratio"] for r in rows if r["contender"] == "smd probe()")
+    return {
+        "benchmark": "probe_overhead",
+        "machine": machine(),
+        "n": n,
+        "results": rows,
+        "goal": GOAL,
+        "ratio": probe_ratio,
+        "met": probe_ratio <= GOAL,
+    }
+
+
+def render(doc: dict[str, Any]) -> str:
+    """The human table."""
+    m = doc["machine"]
+    head = (
+        f"probe overhead on a healthy local PostgreSQL -- {m['date']}, {m['nproc']} CPUs "
+        f"({m['cpu']}), Python {m['python']}; {doc['n']} interleaved calls each"
+    )
+    rows = [
+        [
+            r["contender"],
+            f"{r['median_ms']:.2f}",
+            f"{r['p90_ms']:.2f}",
+            f"{r['ratio']:.3f}",
+            f"{r['paired_ratio']:.3f}",
+        ]
+        for r in doc["results"]
+    ]
+    body = table(
+        ["check (connect + SELECT 1 + close)", "median ms", "p90 ms", "/ bare", "paired / bare"],
+        rows,
+    )
+    verdict = "met" if doc["met"] else "MISSED"
+    margin = (doc["ratio"] / doc["goal"] - 1) * 100
+    goal = (
+        f"goal: smd probe() / bare asyncpg <= {doc['goal']}: {doc['ratio']:.3f} -- "
+        f"{verdict} ({margin:+.0f}% vs goal)"
+    )
+    return "\n".join([head, "", body, "", goal])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: measure, print, exit 0 (a missed goal is a figure, not an error)."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--n", type=int, default=200, help="measured calls per contender")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    args = p.parse_args(argv)
+    if args.n < 1:
+        p.error("--n must be at least 1")
+    doc = measure(args.n)
+    print(json.dumps(doc, indent=2) if args.format == "json" else render(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
