@@ -200,7 +200,10 @@ class DatabasePhase:
         if self.attempt_seconds is not None:
             return self.attempt_seconds
         learned = ctx.timeout.attempt_seconds
-        if learned is not None and learned > 0:
+        # A policy that lets one attempt use the whole deadline has no
+        # opinion (no attempt history yet): split it, so that a silent
+        # server that comes back within the deadline is still caught.
+        if learned is not None and 0 < learned < ctx.timeout.seconds:
             return float(learned)
         return default_attempt_seconds(budget)
 

@@ -1,0 +1,286 @@
+"""DatabasePhase through the real sequencer against the real cluster and faults.
+
+The phase's outcome must follow the bypass matrix in development (permissive),
+staging (conditional: needs healthy history and a healable kind) and
+production (strict); a ready database is published to later phases; attempt
+latencies are learned; the pool is closed at teardown.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+import pytest
+from pgbed.cluster import AppCredentials, PgCluster, free_port
+from pgbed.proxy import FaultProxy
+from pydantic import SecretStr
+
+from checks.postgres import PostgresOptions
+from phases import Database, DatabasePhase
+from smd import (
+    FailureKind,
+    FixedTimeout,
+    MemoryHistoryStore,
+    PhaseContext,
+    PhaseError,
+    Sample,
+    Series,
+    Startup,
+    SystemClock,
+    TimeoutDecision,
+    TimingHistory,
+    load_settings,
+)
+from smd._report import Outcome, Report, StartupFailed, State
+from smd._sequencer import run_startup
+
+pytestmark = pytest.mark.postgres
+
+SECRET = "wr0ng-Secret-pw"
+
+
+async def run(
+    startup: Startup, environment: str, store: MemoryHistoryStore | None = None, **settings: Any
+) -> Report:
+    """Run and return the report, whether startup succeeded or not."""
+    cfg = load_settings(environment=environment, history_enabled=False, **settings)
+    try:
+        return await run_startup(startup, settings=cfg, store=store or MemoryHistoryStore())
+    except StartupFailed as failed:
+        return failed.report
+
+
+def healthy_history(store: MemoryHistoryStore, target: str, n: int = 30) -> None:
+    now = time.time()
+    store.append(
+        target,
+        [Sample(Series.READY, now - 60.0 * (n - i), seconds=0.02) for i in range(n)],
+    )
+
+
+def refused_dsn(password: str = SECRET) -> str:
+    return f"postgresql://smd_app:{password}@127.0.0.1:{free_port()}/smd_app"
+
+
+def test_database_phase_is_a_phase_with_adaptive_timeout_and_dsn_target() -> None:
+    from smd.timeouts import AdaptiveTimeout
+
+    dp = DatabasePhase(f"postgresql://app:{SECRET}@db.internal:5433/orders", requires=["config"])
+    phase = dp.to_phase()
+    assert phase.name == "database"
+    assert phase.requires == ("config",)
+    assert isinstance(phase.timeout, AdaptiveTimeout)
+    assert phase.target == "postgres://db.internal:5433/orders"
+    assert phase.teardown is not None
+    assert phase.recovery is not None
+    assert SECRET not in repr(dp)
+    assert DatabasePhase(timeout=3).to_phase().timeout == 3.0
+    with pytest.raises(ValueError, match="SMD_DATABASE_URL"):
+        DatabasePhase(settings_dsn=False)
+
+
+async def test_ready_database_is_published_learned_and_torn_down(
+    pg: PgCluster, pg_dsn: str
+) -> None:
+    startup = Startup("svc")
+    startup.add(DatabasePhase(pg_dsn, pool=True, pool_kwargs={"min_size": 1, "max_size": 2}))
+    seen: dict[str, Any] = {}
+
+    @startup.phase(requires=["database"])
+    async def use(ctx: PhaseContext) -> None:
+        db: Database = ctx["database"]
+        seen["db"] = db
+        assert db.pool is not None
+        async with db.pool.acquire() as conn:
+            seen["pooled"] = await conn.fetchval("SELECT 40 + 2")
+        conn2 = await db.connect()
+        try:
+            seen["direct"] = await conn2.fetchval("SELECT current_database()")
+        finally:
+            await conn2.close()
+
+    store = MemoryHistoryStore()
+    report = await run(startup, "test", store)
+    assert report.state is State.READY
+    rep = report.phase("database")
+    assert rep.outcome is Outcome.OK
+    assert rep.target == f"postgres://{pg.host}:{pg.port}/smd_app@test"
+    assert len(rep.attempts) == 1
+    assert rep.attempts[0].ok
+    assert seen["pooled"] == 42
+    assert seen["direct"] == "smd_app"
+    db: Database = seen["db"]
+    assert db.target == f"postgres://{pg.host}:{pg.port}/smd_app"
+    assert db.pool is not None
+    assert db.pool.is_closing()  # teardown closed the pool
+    history = store.load(rep.target)
+    assert len(history.attempts) == 1  # the phase recorded the attempt latency
+    assert len(history.ready) == 1  # the sequencer recorded the time to ready
+    assert not history.ready[0].censored
+
+
+async def test_dsn_from_settings(pg_dsn: str) -> None:
+    startup = Startup("svc")
+    startup.add(DatabasePhase())
+    report = await run(startup, "production", database_url=SecretStr(pg_dsn))
+    assert report.state is State.READY
+    assert report.phase("database").target == "phase:database@production"
+
+
+async def test_no_dsn_anywhere_is_a_configuration_failure() -> None:
+    startup = Startup("svc")
+    startup.add(DatabasePhase())
+    report = await run(startup, "production")
+    rep = report.phase("database")
+    assert rep.outcome is Outcome.FAILED
+    assert rep.failure is not None
+    assert rep.failure.kind is FailureKind.CONFIGURATION
+    assert "SMD_DATABASE_URL" in rep.failure.message
+
+
+# (environment, fault, seed healthy history?, expected outcome)
+MATRIX = [
+    ("development", "refused", False, Outcome.BYPASSED),
+    ("development", "password", False, Outcome.BYPASSED),
+    ("staging", "refused", True, Outcome.BYPASSED),
+    ("staging", "refused", False, Outcome.FAILED),  # no evidence of health: no bypass
+    ("staging", "password", True, Outcome.FAILED),  # configuration is never bypassed
+    ("production", "refused", True, Outcome.FAILED),
+    ("production", "password", True, Outcome.FAILED),
+]
+
+
+@pytest.mark.parametrize(("environment", "fault", "seed", "expected"), MATRIX)
+async def test_outcome_follows_the_bypass_matrix(
+    pg: PgCluster,
+    pg_app: AppCredentials,
+    environment: str,
+    fault: str,
+    seed: bool,
+    expected: Outcome,
+) -> None:
+    if fault == "refused":
+        dsn, kind = refused_dsn(), FailureKind.INFRASTRUCTURE
+    else:
+        dsn, kind = pg.dsn(pg_app.user, SECRET, pg_app.database), FailureKind.CONFIGURATION
+    store = MemoryHistoryStore()
+    target = f"{PostgresOptions.from_dsn(dsn).target_key()}@{environment}"
+    if seed:
+        healthy_history(store, target)
+    startup = Startup("svc")
+    startup.add(DatabasePhase(dsn, timeout=0.6))
+    ran: list[str] = []
+
+    @startup.phase()
+    async def other(ctx: PhaseContext) -> None:
+        ran.append("other")
+
+    report = await run(startup, environment, store)
+    rep = report.phase("database")
+    assert rep.outcome is expected, rep.reason
+    assert rep.target == target
+    assert rep.failure is not None
+    assert rep.failure.kind is kind
+    assert rep.decision is not None
+    if kind is FailureKind.CONFIGURATION:
+        assert rep.failure.attempts == 1
+        assert rep.failure.sqlstate == "28P01"
+    else:
+        assert rep.failure.attempts >= 2
+        # The phase's own classified failure, not the sequencer's cut-off.
+        assert "refused" in rep.failure.message
+    assert len(rep.attempts) == rep.failure.attempts
+    expected_state = State.DEGRADED if expected is Outcome.BYPASSED else State.FAILED
+    assert report.state is expected_state
+    assert SECRET not in str(report.to_dict())
+
+
+async def test_blackhole_ends_with_the_phase_own_timeout_failure(
+    fault_proxy: FaultProxy, pg_dsn: str
+) -> None:
+    fault_proxy.set_mode("blackhole")
+    startup = Startup("svc")
+    startup.add(DatabasePhase(fault_proxy.dsn(pg_dsn), timeout=FixedTimeout(1.0)))
+    report = await run(startup, "production")
+    rep = report.phase("database")
+    assert rep.outcome is Outcome.FAILED
+    assert rep.failure is not None
+    assert rep.failure.kind is FailureKind.TIMEOUT
+    # Stopped by its own loop just before the sequencer's deadline, so the
+    # report says how many attempts and what they saw.
+    assert "attempt timeout" in rep.failure.message
+    assert rep.failure.attempts == len(rep.attempts)
+    assert rep.end is not None
+    assert rep.start is not None
+    assert rep.end - rep.start <= 1.0 + 0.2
+
+
+def _ctx(phase: DatabasePhase, seconds: float, history: TimingHistory) -> PhaseContext:
+    import structlog
+
+    return PhaseContext(
+        phase=phase.to_phase(),
+        settings=load_settings(environment="test", history_enabled=False),
+        log=structlog.get_logger("test"),
+        results={},
+        timeout=TimeoutDecision(seconds, "fixed", "test"),
+        deadline=anyio.current_time() + seconds,
+        history=history,
+        clock=SystemClock(),
+    )
+
+
+async def test_recovery_probe_raises_until_the_database_is_back(
+    fault_proxy: FaultProxy, pg_dsn: str
+) -> None:
+    dp = DatabasePhase(fault_proxy.dsn(pg_dsn))
+    history = TimingHistory()
+    fault_proxy.set_mode("refuse")
+    with pytest.raises(PhaseError) as info:
+        await dp.recover(_ctx(dp, 2.0, history))
+    assert info.value.failure.kind is FailureKind.INFRASTRUCTURE
+    assert history.attempts == ()  # refused: nothing answered
+    fault_proxy.set_mode("forward")
+    ctx = _ctx(dp, 2.0, history)
+    assert await dp.recover(ctx) is True
+    assert len(history.attempts) == 1
+    assert ctx.attempts[0].ok
+
+
+async def test_run_function_with_a_hand_built_context_records_attempts(
+    pg_limited_dsn: str,
+) -> None:
+    dp = DatabasePhase(pg_limited_dsn)
+    history = TimingHistory()
+    ctx = _ctx(dp, 0.6, history)
+    with pytest.raises(PhaseError) as info:
+        await dp.run(ctx)
+    failure = info.value.failure
+    assert failure.kind is FailureKind.INFRASTRUCTURE
+    assert failure.sqlstate == "53300"
+    assert failure.attempts >= 2
+    assert len(history.attempts) == failure.attempts  # each 53300 was answered
+    assert len(ctx.attempts) == failure.attempts
+    assert history.ready == ()  # time to ready is the sequencer's to record
+
+
+async def test_learned_timeout_shrinks_after_healthy_runs(pg_dsn: str) -> None:
+    store = MemoryHistoryStore()
+    seconds: list[float] = []
+    sources: list[str] = []
+    for _ in range(10):
+        startup = Startup("svc")
+        startup.add(DatabasePhase(pg_dsn))
+        report = await run(startup, "staging", store)
+        rep = report.phase("database")
+        assert rep.outcome is Outcome.OK
+        assert rep.timeout is not None
+        seconds.append(rep.timeout.seconds)
+        sources.append(rep.timeout.source)
+    default = load_settings(environment="staging").timeouts.staging.default
+    assert sources[0] == "default"
+    assert seconds[0] == pytest.approx(default)
+    assert sources[-1] == "adaptive"
+    assert seconds[-1] < default
