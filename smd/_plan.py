@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from smd._phase import InvalidPlan, Phase
 
@@ -24,18 +24,26 @@ class Plan:
     phases: tuple[Phase, ...]
     order: tuple[str, ...]
     waves: tuple[tuple[str, ...], ...]
+    # Name indexes: the sequencer looks phases up once per phase, and a
+    # linear scan made a run quadratic in the number of phases.
+    _by_name: dict[str, Phase] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _wave: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._by_name.update((p.name, p) for p in self.phases)
+        self._wave.update((name, i) for i, wave in enumerate(self.waves) for name in wave)
 
     def phase(self, name: str) -> Phase:
-        for p in self.phases:
-            if p.name == name:
-                return p
-        raise KeyError(name)
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(name) from None
 
     def wave_of(self, name: str) -> int:
-        for i, wave in enumerate(self.waves):
-            if name in wave:
-                return i
-        raise KeyError(name)
+        try:
+            return self._wave[name]
+        except KeyError:
+            raise KeyError(name) from None
 
     def dependents(self) -> dict[str, tuple[str, ...]]:
         """Who requires each phase."""
