@@ -587,3 +587,15 @@ def test_dockerfile_entrypoint_names_a_loadable_startup_and_the_app() -> None:
     assert plan.returncode == 0, plan.stderr
     doc = json.loads(plan.stdout)
     assert doc["startup"] == "fastapi-example"
+
+
+def test_importing_smd_asgi_does_not_import_a_web_framework() -> None:
+    probe = (
+        "import sys, smd, smd.asgi\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('starlette', 'fastapi'))\n"
+        "print(','.join(loaded))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == ""
