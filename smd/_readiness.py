@@ -544,7 +544,13 @@ async def run_recovery(
             history=history,
             clock=clock,
         )
-        return await recovery(ctx)
+        value = await recovery(ctx)
+        if value is not None and not isinstance(value, bool):
+            # A probe that returns a value (a pool, a client) publishes it like
+            # the phase would have: later requests and teardown can use it.
+            run.values[phase.name] = value
+            run.recovered.add(phase.name)
+        return value
 
     # The phase's first start, from the report (seconds since the startup began).
     started_at = clock.monotonic()

@@ -104,6 +104,7 @@ class StartupRun:
         self._recover: list[Phase] = []
         self._torn_down = False
         self._teardown_exc: list[Exception] = []
+        self.recovered: set[str] = set()
         self._t0 = 0.0
         self._anyio_t0 = 0.0
         self._wall0 = 0.0
@@ -460,7 +461,8 @@ class StartupRun:
         done = [
             n
             for n in reversed(self.plan.order)
-            if (r := self._phase_reports.get(n)) is not None and r.outcome is Outcome.OK
+            if n in self.recovered
+            or ((r := self._phase_reports.get(n)) is not None and r.outcome is Outcome.OK)
         ]
         with anyio.CancelScope(shield=True):
             for name in done:
