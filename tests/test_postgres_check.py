@@ -602,3 +602,27 @@ async def test_fake_xx000_maps_to_exit_69(fake_pg: FakePgFactory) -> None:
     server = fake_pg("XX000", "internal error")
     result = await check_command(server.dsn(), 2.0)
     assert exit_code_for(result) == 69
+
+
+@pytest.mark.postgres
+async def test_server_settings_and_target_session_attrs(pg_dsn: str) -> None:
+    tagged, _, _ = await wait(
+        pg_dsn,
+        deadline=5,
+        server_settings={"application_name": "smd-check"},
+        readiness_query="SELECT current_setting('application_name') = 'smd-check'",
+        target_session_attrs="read-write",
+    )
+    assert tagged.ok, tagged.render_text()
+
+    unknown, _, _ = await wait(pg_dsn, deadline=5, server_settings={"smd_no_such_guc": "1"})
+    assert unknown.failure is not None
+    assert unknown.failure.kind is FailureKind.CONFIGURATION
+    assert unknown.attempts == 1
+
+    # Asking for a standby from a primary: a failover could change that, so
+    # it is retried as infrastructure until the deadline.
+    standby_wanted, _, _ = await wait(pg_dsn, deadline=0.5, target_session_attrs="standby")
+    assert standby_wanted.failure is not None
+    assert standby_wanted.failure.kind is FailureKind.INFRASTRUCTURE
+    assert standby_wanted.attempts >= 2
