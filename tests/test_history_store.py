@@ -6,7 +6,9 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import MutableMapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -234,6 +236,52 @@ def test_corrupt_file_is_moved_aside_with_one_warning(tmp_path: Path) -> None:
     assert store.moved_aside == main_aside[0]
     assert not store.degraded
     assert integrity(path) == "ok"
+
+
+def test_two_stores_finding_the_same_damage_move_it_aside_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The move-aside is serialised, and re-checked under the lock.
+
+    The timestamp is taken between the check and the rename; slowing it
+    down holds that window open, so without the lock both stores would pass
+    the check and the second would fail to move (or move the fresh file).
+    """
+    path = tmp_path / "history.sqlite3"
+    junk = os.urandom(16384)
+    path.write_bytes(junk)
+
+    import smd._sqlite_store as mod
+
+    class SlowDatetime:
+        @staticmethod
+        def now(tz: object) -> datetime:
+            time.sleep(0.3)
+            return datetime.now(UTC)
+
+    monkeypatch.setattr(mod, "datetime", SlowDatetime)
+    stores = [SQLiteHistoryStore(path), SQLiteHistoryStore(path)]
+    barrier = threading.Barrier(2)
+
+    def work(store: SQLiteHistoryStore, n: int) -> None:
+        barrier.wait()
+        store.append(TARGET, [Sample(Series.READY, float(n), 0.1)])
+
+    with capture_logs() as logs:
+        threads = [threading.Thread(target=work, args=(s, n)) for n, s in enumerate(stores)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    aside = [p for p in tmp_path.iterdir() if ".corrupt-" in p.name]
+    assert len(aside) == 1, sorted(p.name for p in tmp_path.iterdir())
+    assert aside[0].read_bytes() == junk
+    assert [s.degraded for s in stores] == [False, False]
+    assert sum(s.moved_aside is not None for s in stores) == 1
+    assert {w["event"] for w in history_warnings(logs)} == {"smd.history.corrupt"}
+    assert integrity(path) == "ok"
+    assert [s.at for s in SQLiteHistoryStore(path).load(TARGET).ready] == [0.0, 1.0]
 
 
 def test_truncated_file_is_moved_aside_and_a_fresh_store_used(tmp_path: Path) -> None:

@@ -4,7 +4,10 @@
   since root ignores permission bits);
 - a full disk, two ways: a file-size limit (``RLIMIT_FSIZE``, writes fail with
   EFBIG) and, where mounting is allowed, a tiny tmpfs filled to the brim;
-- 20 processes started at once against one store (fresh, and corrupt).
+- 20 processes started at once against three stores: fresh with a bound
+  above everything written, fresh with a bound below it, and a corrupt file;
+- the real ``smd run`` with a damaged store, an uncreatable store directory
+  and a full disk: startup completes, with one warning.
 
 Every scenario asserts: no exception, at most one warning, the file intact
 (``PRAGMA integrity_check``), and no sample lost within the bound.
@@ -31,7 +34,7 @@ from typing import Any, BinaryIO
 import pytest
 from structlog.testing import capture_logs
 
-from smd import Sample, Series, TimingHistory
+from smd import Sample, Series
 from smd._sqlite_store import SQLiteHistoryStore
 
 TARGET = "postgres://db.internal:5432/app@production"
@@ -322,55 +325,47 @@ WORKER = textwrap.dedent(
     from structlog.testing import capture_logs
     from smd._sqlite_store import SQLiteHistoryStore
 
-    big_path, small_path, small_bound, k, index, target = sys.argv[1:7]
-    k, index = int(k), int(index)
+    k, index, target = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    specs = [arg.rsplit("=", 1) for arg in sys.argv[4:]]  # path=bound
     print("ready", flush=True)
     sys.stdin.readline()  # the start gun: every process begins together
     with capture_logs() as logs:
-        big = SQLiteHistoryStore(big_path, bound=100_000)
-        small = SQLiteHistoryStore(small_path, bound=int(small_bound)) if small_path != "-" else None
+        stores = [SQLiteHistoryStore(path, bound=int(bound)) for path, bound in specs]
         for i in range(k):
             # Unique, interleaved timestamps: process `index`, round `i`.
             at = 1_000_000.0 + i * 100 + index
-            for store in (big, small):
-                if store is None:
-                    continue
+            for store in stores:
                 h = store.load(target)
                 h.record_attempt(index + i / 1000, at=at)
                 h.record_success(index + i / 1000, at=at + 0.5)
                 store.append(target, h.pending)
                 store.append(f"phase:worker{index}@test", [h.pending[0]])
     print(json.dumps({
-        "warnings": [dict(event=e["event"], **{k: str(v) for k, v in e.items() if k != "event"})
+        "warnings": [{k: str(v) for k, v in e.items()}
                      for e in logs if e.get("log_level") == "warning"],
-        "degraded": [s.problem for s in (big, small) if s is not None and s.degraded],
+        "degraded": {str(s.path): s.problem for s in stores if s.degraded},
     }), flush=True)
     """
 )
 
+FLEET = 20  # processes
+ROUNDS = 10  # load + record + append rounds per process and store
+SMALL_BOUND = 100  # below FLEET * ROUNDS: shows the bound
+BIG_BOUND = 100_000  # above it: shows that no sample is lost
 
-def run_fleet(
-    big: Path, small: Path | None, *, small_bound: int, k: int, n: int = 20
-) -> list[dict[str, Any]]:
+
+def run_fleet(stores: dict[Path, int]) -> list[dict[str, Any]]:
+    """FLEET processes, released together, each running ROUNDS on every store."""
+    specs = [f"{path}={bound}" for path, bound in stores.items()]
     procs = [
         subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                WORKER,
-                str(big),
-                str(small) if small else "-",
-                str(small_bound),
-                str(k),
-                str(i),
-                TARGET,
-            ],
+            [sys.executable, "-c", WORKER, str(ROUNDS), str(i), TARGET, *specs],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for i in range(n)
+        for i in range(FLEET)
     ]
     try:
         for p in procs:
@@ -382,9 +377,9 @@ def run_fleet(
             p.stdin.flush()
         results = []
         for p in procs:
-            out, err = p.communicate(timeout=60)
+            out, err = p.communicate(timeout=120)
             assert p.returncode == 0, err
-            assert err == "", err
+            assert err == "", err  # no traceback, no stray warning
             results.append(json.loads(out.strip().splitlines()[-1]))
         return results
     finally:
@@ -394,59 +389,201 @@ def run_fleet(
                 p.wait()
 
 
-def expected(k: int, n: int = 20) -> dict[Series, list[tuple[float, float]]]:
+def expected() -> dict[Series, list[tuple[float, float]]]:
+    """Every sample the fleet writes to TARGET, oldest first."""
     attempts = sorted(
-        (1_000_000.0 + i * 100 + idx, idx + i / 1000) for idx in range(n) for i in range(k)
+        (1_000_000.0 + i * 100 + idx, idx + i / 1000) for idx in range(FLEET) for i in range(ROUNDS)
     )
     ready = sorted((at + 0.5, sec) for at, sec in attempts)
     return {Series.ATTEMPT: attempts, Series.READY: ready}
 
 
-def test_twenty_processes_at_once_lose_no_sample_within_the_bound(tmp_path: Path) -> None:
-    big, small = tmp_path / "big.sqlite3", tmp_path / "small.sqlite3"
-    k, small_bound, n = 10, 100, 20
-    results = run_fleet(big, small, small_bound=small_bound, k=k, n=n)
+class Fleet:
+    def __init__(self, base: Path) -> None:
+        self.big = base / "big.sqlite3"  # fresh file, bound above the total
+        self.small = base / "small.sqlite3"  # fresh file, bound below the total
+        self.corrupt = base / "corrupt" / "history.sqlite3"  # starts as random bytes
+        self.corrupt.parent.mkdir()
+        self.junk = os.urandom(32 * 1024)
+        self.corrupt.write_bytes(self.junk)
+        # The corrupt store first: every process meets it in its first call,
+        # at the same moment, which is when two of them could both try to
+        # move it aside.
+        self.results = run_fleet(
+            {self.corrupt: BIG_BOUND, self.big: BIG_BOUND, self.small: SMALL_BOUND}
+        )
 
-    assert all(r["warnings"] == [] for r in results), results
-    assert all(r["degraded"] == [] for r in results), results
-    want = expected(k, n)
-    for path in (big, small):
+    def warnings(self, path: Path) -> list[list[dict[str, str]]]:
+        """Per process, the warnings about one store."""
+        return [[w for w in r["warnings"] if w.get("path") == str(path)] for r in self.results]
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
+    """One run of 20 processes started at once against three stores."""
+    return Fleet(tmp_path_factory.mktemp("fleet"))
+
+
+def test_fleet_raises_nothing_and_never_degrades(fleet: Fleet) -> None:
+    assert all(r["degraded"] == {} for r in fleet.results), fleet.results
+    assert fleet.warnings(fleet.big) == [[]] * FLEET
+    assert fleet.warnings(fleet.small) == [[]] * FLEET
+    for path in (fleet.big, fleet.small, fleet.corrupt):
         assert integrity(path) == "ok"
-    for series, samples in want.items():
-        # Within the bound: every sample of every process, exactly once.
-        assert rows(big, TARGET, series) == samples
-        # Over the bound: exactly the newest `bound`, whoever wrote them.
-        assert len(samples) > small_bound
-        assert rows(small, TARGET, series) == samples[-small_bound:]
-    for idx in range(n):
-        assert len(rows(big, f"phase:worker{idx}@test", Series.ATTEMPT)) == k
-        assert len(rows(small, f"phase:worker{idx}@test", Series.ATTEMPT)) == k
-    assert SQLiteHistoryStore(big).targets() == sorted(
-        [TARGET, *(f"phase:worker{i}@test" for i in range(n))]
+
+
+def test_fleet_loses_no_sample_within_the_bound(fleet: Fleet) -> None:
+    for series, samples in expected().items():
+        # Every sample of every process, exactly once.
+        assert rows(fleet.big, TARGET, series) == samples
+    for idx in range(FLEET):
+        assert len(rows(fleet.big, f"phase:worker{idx}@test", Series.ATTEMPT)) == ROUNDS
+    assert SQLiteHistoryStore(fleet.big).targets() == sorted(
+        [TARGET, *(f"phase:worker{i}@test" for i in range(FLEET))]
     )
 
 
-def test_twenty_processes_on_a_corrupt_file_move_it_aside_once(tmp_path: Path) -> None:
-    big = tmp_path / "history.sqlite3"
-    junk = os.urandom(32 * 1024)
-    big.write_bytes(junk)
-    k, n = 5, 20
-    results = run_fleet(big, None, small_bound=1, k=k, n=n)
+def test_fleet_keeps_exactly_the_newest_samples_over_the_bound(fleet: Fleet) -> None:
+    for series, samples in expected().items():
+        assert len(samples) > SMALL_BOUND
+        # Exactly the newest `bound`, whichever process wrote them.
+        assert rows(fleet.small, TARGET, series) == samples[-SMALL_BOUND:]
+    for idx in range(FLEET):
+        assert len(rows(fleet.small, f"phase:worker{idx}@test", Series.ATTEMPT)) == ROUNDS
 
-    aside = [p for p in tmp_path.iterdir() if ".corrupt-" in p.name]
+
+def test_fleet_moves_a_corrupt_file_aside_exactly_once(fleet: Fleet) -> None:
+    directory = fleet.corrupt.parent
+    aside = [p for p in directory.iterdir() if ".corrupt-" in p.name]
     main_aside = [p for p in aside if not p.name.endswith(("-wal", "-shm"))]
-    assert len(main_aside) == 1, sorted(p.name for p in tmp_path.iterdir())
-    assert main_aside[0].read_bytes() == junk
-    events = [w["event"] for r in results for w in r["warnings"]]
-    assert set(events) == {"smd.history.corrupt"}
-    assert all(len(r["warnings"]) <= 1 for r in results), results
-    assert all(r["degraded"] == [] for r in results), results
-    assert integrity(big) == "ok"
-    for series, samples in expected(k, n).items():
-        assert rows(big, TARGET, series) == samples
+    assert len(main_aside) == 1, sorted(p.name for p in directory.iterdir())
+    assert main_aside[0].read_bytes() == fleet.junk
+    per_process = fleet.warnings(fleet.corrupt)
+    # Whoever met the damaged file says so once; the rest found a fresh one.
+    assert all(len(ws) <= 1 for ws in per_process), per_process
+    events = {w["event"] for ws in per_process for w in ws}
+    assert events == {"smd.history.corrupt"}
+    for series, samples in expected().items():
+        assert rows(fleet.corrupt, TARGET, series) == samples
 
 
-def test_timing_history_matches_the_store_bound() -> None:
-    # The in-memory history and the store trim the same way: newest by time.
-    h = TimingHistory([Sample(Series.READY, float(i), 0.1) for i in range(10, 0, -1)], bound=3)
-    assert [s.at for s in h.ready] == [8.0, 9.0, 10.0]
+# -- the real `smd run`: startup completes, with one warning ------------------------
+
+APP = textwrap.dedent(
+    """
+    from smd import Startup
+
+    startup = Startup("demo")
+
+    @startup.phase()
+    async def config(ctx):
+        return None
+
+    @startup.phase(requires=["config"])
+    async def cache(ctx):
+        return None
+    """
+)
+
+
+def smd_run(
+    workdir: Path, history: Path, *, fsize: int | None = None
+) -> tuple[int, list[dict[str, Any]]]:
+    """``smd run app.py:startup`` in a subprocess; exit code and its JSON log events."""
+    (workdir / "app.py").write_text(APP)
+    env = {
+        **os.environ,
+        "SMD_ENVIRONMENT": "development",
+        "SMD_LOG_FORMAT": "json",
+        "SMD_HISTORY_PATH": str(history),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+
+    def limit() -> None:  # pragma: no cover - runs in the child
+        if fsize is not None:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+
+    smd = Path(sys.executable).with_name("smd")
+    proc = subprocess.run(
+        [str(smd), "run", "app.py:startup"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=limit,
+        check=False,
+    )
+    events = []
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if line.startswith("{"):
+            events.append(json.loads(line))
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc.returncode, events
+
+
+def history_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in events if str(e.get("event", "")).startswith("smd.history.")]
+
+
+def assert_ready(code: int, events: list[dict[str, Any]]) -> None:
+    assert code == 0, events
+    finished = [e for e in events if e["event"] == "smd.startup.finished"]
+    assert [e["state"] for e in finished] == ["ready"]
+
+
+@pytest.mark.parametrize("damage", ["random bytes", "truncated"])
+def test_smd_run_with_a_damaged_store_completes_with_one_warning(
+    tmp_path: Path, damage: str
+) -> None:
+    history = tmp_path / "history.sqlite3"
+    if damage == "random bytes":
+        history.write_bytes(os.urandom(20_000))
+    else:
+        store = SQLiteHistoryStore(history)
+        for t in range(6):  # enough pages that half the file is real damage
+            store.append(
+                f"phase:bulk{t}@development",
+                [Sample(Series.ATTEMPT, float(i), 0.01) for i in range(200)],
+            )
+        os.truncate(history, history.stat().st_size // 2)
+    damaged = history.read_bytes()
+
+    code, events = smd_run(tmp_path, history)
+    assert_ready(code, events)
+    warnings = history_events(events)
+    assert [(w["event"], w["level"]) for w in warnings] == [("smd.history.corrupt", "warning")]
+    moved = Path(warnings[0]["moved_to"])
+    assert moved.read_bytes() == damaged  # kept aside for inspection
+    # The fresh store learned from this run.
+    assert integrity(history) == "ok"
+    assert SQLiteHistoryStore(history).targets() == [
+        "phase:cache@development",
+        "phase:config@development",
+    ]
+
+
+def test_smd_run_with_an_uncreatable_store_directory_completes_with_one_warning(
+    tmp_path: Path,
+) -> None:
+    blocker = tmp_path / "state"
+    blocker.write_text("a file where the state directory should be")
+    code, events = smd_run(tmp_path, blocker / "smd" / "history.sqlite3")
+    assert_ready(code, events)
+    warnings = history_events(events)
+    assert [(w["event"], w["level"]) for w in warnings] == [("smd.history.unwritable", "warning")]
+    assert blocker.read_text() == "a file where the state directory should be"
+
+
+def test_smd_run_on_a_full_disk_completes_with_one_warning(tmp_path: Path) -> None:
+    history = tmp_path / "history.sqlite3"
+    seeded = seed(history)
+    before = history.read_bytes()
+    code, events = smd_run(tmp_path, history, fsize=1024)  # not even one WAL frame fits
+    assert_ready(code, events)
+    warnings = history_events(events)
+    assert [(w["event"], w["level"]) for w in warnings] == [("smd.history.unwritable", "warning")]
+    assert history.read_bytes() == before
+    assert integrity(history) == "ok"
+    assert [at for at, _ in rows(history, TARGET, Series.READY)] == [s.at for s in seeded]
