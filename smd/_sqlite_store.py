@@ -21,7 +21,7 @@ Guarantees, and how they are kept:
   processes appending at once lose no sample within the bound.
 - **Never able to crash startup.** ``load``, ``append`` and ``targets`` never
   raise. A corrupt or truncated file is moved aside to
-  ``<name>.corrupt-<UTC timestamp>`` (with its ``-wal``/``-shm``), kept for
+  ``<name>.corrupt-<UTC timestamp>`` (with any ``-wal``/``-shm`` still there), kept for
   inspection, and a fresh store is started. An unwritable location, a full
   disk, or a schema written by a newer smd degrades the store for the life
   of the instance: samples recorded from then on are kept in memory only,
