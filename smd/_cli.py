@@ -274,19 +274,30 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_history(args: argparse.Namespace) -> int:
     from smd._history_view import render_text, summarize
     from smd._sequencer import default_store
+    from smd._settings import Environment
+    from smd._timeout_base import TimeoutContext
     from smd.timeouts import AdaptiveTimeout
 
     settings = _settings(args.env)
+    _configure_logs(settings)
     store = default_store(settings, readonly=True)
 
-    def policy_for(target: str) -> Any:
-        env = target.rpartition("@")[2] or settings.environment.value
+    def env_of(target: str) -> Environment:
         try:
-            return AdaptiveTimeout.from_settings(load_settings(environment=env))
-        except SettingsError:
-            return AdaptiveTimeout.from_settings(settings)
+            return Environment.parse(target.rpartition("@")[2])
+        except ValueError:
+            return settings.environment
 
-    summaries = summarize(store, policy_for)
+    def context_for(target: str) -> TimeoutContext:
+        env = env_of(target)
+        return TimeoutContext(env.value, settings.timeouts.for_env(env), settings.timeouts.profile)
+
+    summaries = summarize(
+        store,
+        lambda target: AdaptiveTimeout(),
+        context_factory=context_for,
+        half_life_hours=settings.bypass.success_half_life_hours,
+    )
     if args.format == "json":
         print(json.dumps(redact_value([s.to_dict() for s in summaries]), indent=2))
     else:
@@ -329,6 +340,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CODES["invalid_settings"]
     except KeyboardInterrupt:
         return EXIT_CODES["sigint"]
+    except BrokenPipeError:
+        # `smd history | head`: the reader left; that is not an error.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except Exception as exc:
         if debug:
             traceback.print_exc()

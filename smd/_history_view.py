@@ -188,7 +188,7 @@ def summarize_history(
     *,
     now: float,
     context: TimeoutContext | None = None,
-    half_life_hours: float = 24.0,
+    half_life_hours: float = 72.0,
     confidence: float = DEFAULT_CONFIDENCE,
 ) -> TargetSummary:
     """The summary of one target's history (no store involved)."""
@@ -230,7 +230,7 @@ def summarize(
     context_factory: Callable[[str], TimeoutContext | None] | None = None,
     targets: Iterable[str] | None = None,
     clock: Clock | None = None,
-    half_life_hours: float = 24.0,
+    half_life_hours: float = 72.0,
     confidence: float = DEFAULT_CONFIDENCE,
 ) -> list[TargetSummary]:
     """One :class:`TargetSummary` per target, sorted by target.
