@@ -279,22 +279,27 @@ class DatabasePhase:
         if isinstance(database, Database):
             await database.close()
 
-    async def recover(self, ctx: PhaseContext) -> bool:
+    async def recover(self, ctx: PhaseContext) -> Database:
         """One probe for the background recovery of a bypassed phase.
 
-        Raises ``PhaseError`` while the database is not ready; the caller
-        (smd's readiness loop) spaces the probes out.
+        Raises ``PhaseError`` while the database is not ready (smd's
+        readiness loop spaces the probes out). On success it returns a
+        :class:`Database` that later code may use -- a connection factory
+        only: it opens no pool, so nothing leaks if the caller drops it.
         """
         options = self.resolve_options(ctx)
         seconds = min(max(0.001, ctx.remaining()), self._attempt_seconds(ctx, ctx.remaining()))
         result = await probe(options, attempt_seconds=seconds)
         if result.answered:
             ctx.history.record_attempt(result.latency)
-        ctx.record_attempt(result.start, result.end, result.ok)
+        detail: dict[str, Any] = {"latency": round(result.latency, 6), "recovery": True}
+        if result.failure is not None:
+            detail.update(kind=result.failure.kind.value, sqlstate=result.failure.sqlstate)
+        ctx.record_attempt(result.start, result.end, result.ok, **detail)
         if not result.ok:
             assert result.failure is not None
             raise PhaseError(result.failure)
-        return True
+        return Database(options)
 
     def __repr__(self) -> str:
         where = self.options.redacted() if self.options is not None else "settings.database_url"

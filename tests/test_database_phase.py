@@ -244,7 +244,14 @@ async def test_recovery_probe_raises_until_the_database_is_back(
     assert history.attempts == ()  # refused: nothing answered
     fault_proxy.set_mode("forward")
     ctx = _ctx(dp, 2.0, history)
-    assert await dp.recover(ctx) is True
+    db = await dp.recover(ctx)
+    assert isinstance(db, Database)
+    assert db.pool is None  # nothing opened that a caller could leak
+    conn = await db.connect()
+    try:
+        assert await conn.fetchval("SELECT 1") == 1
+    finally:
+        await conn.close()
     assert len(history.attempts) == 1
     assert ctx.attempts[0].ok
 
