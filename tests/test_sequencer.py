@@ -14,6 +14,9 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from smd import (
     Failure,
@@ -874,3 +877,111 @@ async def test_startup_run_method_on_startup() -> None:
     s.add(Phase(name="a", run=returning(1)))
     report = await s.run(settings=make_settings(), store=MemoryHistoryStore())
     assert report.state is State.READY
+
+
+# -- properties on random graphs -------------------------------------------------------
+
+
+@st.composite
+def failing_dags(draw: st.DrawFn) -> tuple[list[tuple[str, tuple[str, ...]]], set[str]]:
+    """A random DAG (declared in a random order) and the phases that raise."""
+    n = draw(st.integers(min_value=1, max_value=14))
+    names = [f"p{i}" for i in range(n)]
+    decl = []
+    for i in range(n):
+        reqs = draw(
+            st.lists(st.sampled_from(names[:i]), unique=True, max_size=3) if i else st.just([])
+        )
+        decl.append((names[i], tuple(reqs)))
+    order = draw(st.permutations(decl))
+    failing = draw(st.sets(st.sampled_from(names), max_size=3))
+    return list(order), failing
+
+
+def build_random(
+    decl: list[tuple[str, tuple[str, ...]]], failing: set[str], trace: list[str]
+) -> Startup:
+    s = Startup("random")
+
+    def make(name: str) -> PhaseFn:
+        async def fn(ctx: PhaseContext) -> str:
+            trace.append(f"start:{name}")
+            await anyio.lowlevel.checkpoint()
+            trace.append(f"end:{name}")
+            if name in failing:
+                raise RuntimeError(name)
+            return name
+
+        return fn
+
+    async def teardown(value: Any) -> None:
+        trace.append(f"teardown:{value}")
+
+    for name, reqs in decl:
+        s.add(Phase(name=name, run=make(name), requires=reqs, teardown=teardown))
+    return s
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(failing_dags(), st.sampled_from(["concurrent", "sequential"]))
+def test_permissive_outcomes_follow_the_graph(
+    graph: tuple[list[tuple[str, tuple[str, ...]]], set[str]], mode: str
+) -> None:
+    decl, failing = graph
+    trace: list[str] = []
+    s = build_random(decl, failing, trace)
+    report = anyio.run(lambda: run(s, policy=PermissivePolicy(), mode=mode))
+    got = outcomes(report)
+    expected: dict[str, str] = {}
+    for name in s.plan().order:
+        reqs = dict(decl)[name]
+        if any(expected[r] != "ok" for r in reqs):
+            expected[name] = "skipped"
+        else:
+            expected[name] = "bypassed" if name in failing else "ok"
+    assert got == expected
+    assert report.state is (State.DEGRADED if "bypassed" in got.values() else State.READY)
+    # A phase starts only after every requirement ended.
+    for name, reqs in decl:
+        if f"start:{name}" in trace:
+            for r in reqs:
+                assert trace.index(f"end:{r}") < trace.index(f"start:{name}")
+    # Teardown (at the end of run_startup) of exactly the ok phases, reverse plan order.
+    torn = [t.removeprefix("teardown:") for t in trace if t.startswith("teardown:")]
+    assert torn == [n for n in reversed(s.plan().order) if got[n] == "ok"]
+    if mode == "sequential":
+        starts = [t.removeprefix("start:") for t in trace if t.startswith("start:")]
+        assert starts == [n for n in s.plan().order if got[n] != "skipped"]
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(failing_dags(), st.sampled_from(["concurrent", "sequential"]))
+def test_strict_rollback_matches_the_report(
+    graph: tuple[list[tuple[str, tuple[str, ...]]], set[str]], mode: str
+) -> None:
+    decl, failing = graph
+    trace: list[str] = []
+    s = build_random(decl, failing, trace)
+
+    async def go() -> Report:
+        try:
+            return await run(s, policy=StrictPolicy(), mode=mode)
+        except StartupFailed as exc:
+            return exc.report
+
+    report = anyio.run(go)
+    got = outcomes(report)
+    if not failing:
+        assert report.state is State.READY
+    else:
+        assert report.state is State.FAILED
+        assert list(got.values()).count("failed") >= 1
+        assert {n for n, o in got.items() if o == "failed"} <= failing
+    torn = [t.removeprefix("teardown:") for t in trace if t.startswith("teardown:")]
+    assert torn == [n for n in reversed(s.plan().order) if got[n] == "ok"]
+    # Nothing marked ok without having run to its end; nothing skipped has started.
+    for name, outcome in got.items():
+        if outcome == "ok":
+            assert f"end:{name}" in trace
+        if outcome == "skipped":
+            assert f"start:{name}" not in trace
