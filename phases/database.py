@@ -174,12 +174,21 @@ class DatabasePhase:
             essential=self.essential,
             bypass=self.bypass,
             teardown=self.teardown,
-            # A DSN read from settings at run time is not known yet: the
-            # history then lives under the phase's name.
-            target=self.options.target_key() if self.options is not None else None,
+            # A DSN from settings is only known once settings are loaded:
+            # the sequencer asks for the target then.
+            target=self.options.target_key() if self.options is not None else self._settings_target,
             recovery=self.recover,
             description="wait until PostgreSQL accepts connections and answers SELECT 1",
         )
+
+    def _settings_target(self, settings: Any) -> str | None:
+        url = getattr(settings, "database_url", None)
+        if url is None:
+            return None
+        try:
+            return PostgresOptions.from_dsn(url).target_key()
+        except Exception:  # an invalid DSN fails at run time, with its own message
+            return None
 
     def resolve_options(self, ctx: PhaseContext) -> PostgresOptions:
         """The options to use: the ones given, else ``settings.database_url``."""
@@ -284,8 +293,8 @@ class DatabasePhase:
 
         Raises ``PhaseError`` while the database is not ready (smd's
         readiness loop spaces the probes out). On success it returns a
-        :class:`Database` that later code may use -- a connection factory
-        only: it opens no pool, so nothing leaks if the caller drops it.
+        :class:`Database` that later code may use (with its pool when
+        ``pool=True``); smd publishes it and closes it at shutdown.
         """
         options = self.resolve_options(ctx)
         seconds = min(max(0.001, ctx.remaining()), self._attempt_seconds(ctx, ctx.remaining()))
@@ -299,7 +308,10 @@ class DatabasePhase:
         if not result.ok:
             assert result.failure is not None
             raise PhaseError(result.failure)
-        return Database(options)
+        # smd publishes what a recovery probe returns and tears it down at
+        # shutdown, so a recovered database gets its pool like a ready one.
+        pool = await self._open_pool(options, ctx) if self.pool else None
+        return Database(options, pool=pool)
 
     def __repr__(self) -> str:
         where = self.options.redacted() if self.options is not None else "settings.database_url"

@@ -76,7 +76,7 @@ class Phase:
     essential: bool = False
     bypass: BypassPolicy | None = None
     teardown: TeardownFn | None = None
-    target: str | None = None
+    target: str | Callable[[Settings], str | None] | None = None
     recovery: PhaseFn | None = None
     description: str = ""
 
@@ -115,10 +115,16 @@ class Phase:
             return FixedTimeout(self.timeout)
         return self.timeout
 
-    @property
-    def target_key(self) -> str:
-        """The history key of this phase's dependency."""
-        return self.target or f"phase:{self.name}"
+    def target_key(self, settings: Settings | None = None) -> str:
+        """The history key of this phase's dependency (without the environment).
+
+        ``target`` may be a callable of the settings, for dependencies only
+        known once settings are loaded (a DSN from ``SMD_DATABASE_URL``).
+        """
+        target = self.target
+        if callable(target):
+            target = target(settings) if settings is not None else None
+        return target or f"phase:{self.name}"
 
 
 @runtime_checkable
@@ -257,7 +263,7 @@ class Startup:
         essential: bool = False,
         bypass: BypassPolicy | None = None,
         teardown: TeardownFn | None = None,
-        target: str | None = None,
+        target: str | Callable[[Settings], str | None] | None = None,
         recovery: PhaseFn | None = None,
     ) -> Callable[[F], F]: ...
 
@@ -272,7 +278,7 @@ class Startup:
         essential: bool = False,
         bypass: BypassPolicy | None = None,
         teardown: TeardownFn | None = None,
-        target: str | None = None,
+        target: str | Callable[[Settings], str | None] | None = None,
         recovery: PhaseFn | None = None,
     ) -> F | Callable[[F], F]:
         """Declare a phase by decorating an async function (name defaults to its name)."""

@@ -114,7 +114,7 @@ class StartupRun:
 
     def target(self, phase: Phase) -> str:
         """The history key of a phase's dependency in this environment."""
-        return f"{phase.target_key}@{self.env}"
+        return f"{phase.target_key(self.settings)}@{self.env}"
 
     def _rel(self) -> float:
         return self.clock.monotonic() - self._t0

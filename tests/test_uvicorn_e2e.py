@@ -190,11 +190,6 @@ def test_degraded_then_healed_when_the_database_comes_back(
     stop_gracefully(server)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a recovered phase publishes no value yet (DatabasePhase.recover returns True, "
-    "run_recovery does not store a value in run.values)",
-)
 def test_healed_database_is_usable_by_the_routes(
     serve: Any, pg_dsn: str, fault_proxy: FaultProxy
 ) -> None:
@@ -278,7 +273,10 @@ def test_dockerfile_gate_execs_uvicorn_in_the_same_process(
         _settings(tmp_path / "history.sqlite3"),
         readonly=True,
     )
-    ready = store.load("phase:database@development").series(Series.READY)
+    targets = [t for t in store.targets() if t.startswith("postgres://")]
+    assert len(targets) == 1
+    assert targets[0].endswith("@development")
+    ready = store.load(targets[0]).series(Series.READY)
     assert len(ready) == 1
 
 
