@@ -377,8 +377,7 @@ class StartupRun:
             return
 
         def write() -> None:
-            for key, samples in batches.items():
-                self.store.append(key, samples)
+            self.store.append_many(batches)
 
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(write)
@@ -439,7 +438,6 @@ class StartupRun:
                 duration=round(report.duration, 6),
             )
             raise StartupFailed(report, [*self._phase_errors, *self._teardown_exc])
-        await self.persist()
         self.report = report
         self._notify("finished", report)
         self.log.info(
@@ -448,6 +446,9 @@ class StartupRun:
             duration=round(report.duration, 6),
             reasons=list(report.reasons),
         )
+        # After readiness flips: what was learned is written (shielded), but
+        # the service does not wait on the disk to be declared ready.
+        await self.persist()
         if task_group is not None and self._recover:
             for phase in self._recover:
                 task_group.start_soon(self._recovery_loop, phase)

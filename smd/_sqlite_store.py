@@ -51,7 +51,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -217,16 +217,23 @@ class SQLiteHistoryStore:
 
     def append(self, target: str, samples: Sequence[Sample]) -> None:
         """Persist samples; each (target, series) keeps its newest ``bound``."""
-        rows = [s for s in samples if _storable(s)]
+        self.append_many({target: samples})
+
+    def append_many(self, batches: Mapping[str, Sequence[Sample]]) -> None:
+        """Persist samples of several targets in one transaction (one startup's worth)."""
+        rows = {t: [s for s in samples if _storable(s)] for t, samples in batches.items()}
+        rows = {t: r for t, r in rows.items() if r}
         if not rows:
             return
         with self._lock:
             if self.readonly or self.degraded:
-                self._memory.append(target, rows)
+                for target, samples in rows.items():
+                    self._memory.append(target, samples)
                 return
-            ok = self._guard(lambda: self._write(target, rows), default=False)
+            ok = self._guard(lambda: self._write(rows), default=False)
             if not ok:
-                self._memory.append(target, rows)
+                for target, samples in rows.items():
+                    self._memory.append(target, samples)
 
     def targets(self) -> list[str]:
         """Every target with at least one sample, sorted."""
@@ -381,6 +388,10 @@ class SQLiteHistoryStore:
             conn = self._connect_readonly()
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            if write:
+                # Per connection, not per file: without it every commit
+                # fsyncs (FULL), tens of ms on the startup's critical path.
+                conn.execute("PRAGMA synchronous = NORMAL")
             yield conn
         finally:
             conn.close()
@@ -509,28 +520,31 @@ class SQLiteHistoryStore:
             rows = conn.execute("SELECT DISTINCT target FROM samples ORDER BY target").fetchall()
         return [str(r[0]) for r in rows]
 
-    def _write(self, target: str, samples: Sequence[Sample]) -> bool:
+    def _write(self, batches: Mapping[str, Sequence[Sample]]) -> bool:
         with self._connect(write=True) as conn:
             self._init(conn)
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany(
-                    "INSERT INTO samples (target, series, at, seconds, censored, kind) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    [
-                        (
-                            target,
-                            s.series.value,
-                            s.at,
-                            s.seconds,
-                            int(s.censored),
-                            s.kind.value if s.kind else None,
+                for target, samples in batches.items():
+                    conn.executemany(
+                        "INSERT INTO samples (target, series, at, seconds, censored, kind) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        [
+                            (
+                                target,
+                                s.series.value,
+                                s.at,
+                                s.seconds,
+                                int(s.censored),
+                                s.kind.value if s.kind else None,
+                            )
+                            for s in samples
+                        ],
+                    )
+                    for series in sorted({s.series.value for s in samples}):
+                        conn.execute(
+                            _TRIM, {"target": target, "series": series, "bound": self.bound}
                         )
-                        for s in samples
-                    ],
-                )
-                for series in sorted({s.series.value for s in samples}):
-                    conn.execute(_TRIM, {"target": target, "series": series, "bound": self.bound})
                 conn.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):

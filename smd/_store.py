@@ -8,7 +8,7 @@ their own trouble into a warning and carry on.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from smd._clock import Clock
@@ -27,6 +27,10 @@ class HistoryStore(Protocol):
 
     def append(self, target: str, samples: Sequence[Sample]) -> None:
         """Add samples to the target's history, keeping each series bounded."""
+        ...
+
+    def append_many(self, batches: Mapping[str, Sequence[Sample]]) -> None:
+        """:meth:`append` for several targets at once (one transaction where possible)."""
         ...
 
     def targets(self) -> list[str]:
@@ -53,6 +57,10 @@ class MemoryHistoryStore:
         with self._lock:
             merged = TimingHistory([*self._data.get(target, ()), *samples], bound=self.bound)
             self._data[target] = merged.all_samples()
+
+    def append_many(self, batches: Mapping[str, Sequence[Sample]]) -> None:
+        for target, samples in batches.items():
+            self.append(target, samples)
 
     def targets(self) -> list[str]:
         with self._lock:
