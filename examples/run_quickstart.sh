@@ -2,8 +2,8 @@
 # The main job from a fresh clone: installs smd into .venv, then plans and
 # runs examples/quickstart.py. Without SMD_DATABASE_URL it starts a
 # throwaway local PostgreSQL 15 (removed on exit) and points the quickstart
-# at it. Runs the startup three times so you can watch the timeout learn,
-# then shows what was learned (`smd history`).
+# at it. Runs the startup nine times so you can watch the database timeout
+# being learned, then shows what was learned (`smd history`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,11 +29,15 @@ fi
 
 echo "== smd plan (dry run: no network I/O)" >&2
 .venv/bin/smd plan examples/quickstart.py:startup
-for i in 1 2 3; do
-    echo "== smd run, start $i of 3" >&2
-    .venv/bin/smd run examples/quickstart.py:startup --report .smd/quickstart-report.json \
-        --trace .smd/quickstart-trace.json
+echo "== smd run (first start: the database timeout is the environment's default)" >&2
+.venv/bin/smd run examples/quickstart.py:startup --report .smd/quickstart-report.json \
+    --trace .smd/quickstart-trace.json
+echo "== 8 more starts, quietly, so that smd has history to learn from" >&2
+for _ in 1 2 3 4 5 6 7 8; do
+    SMD_LOG_LEVEL=warning .venv/bin/smd run examples/quickstart.py:startup 2>/dev/null
 done
-echo "== smd history (what was learned)" >&2
+echo "== smd plan again: the database timeout is now learned (source: adaptive)" >&2
+.venv/bin/smd plan examples/quickstart.py:startup | sed -n '/^timeouts:/,/^$/p'
+echo "== smd history (what was learned, and why)" >&2
 .venv/bin/smd history
 echo "== report: .smd/quickstart-report.json, trace (open in Perfetto): .smd/quickstart-trace.json" >&2
