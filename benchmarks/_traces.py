@@ -92,7 +92,9 @@ def read_trace(path: Path) -> Trace:
             try:
                 value = json.loads(line)["ready_after"]
             except (ValueError, KeyError, TypeError) as err:
-                raise ValueError(f"{path}:{lineno}: expected {{\"ready_after\": seconds|null}}: {err}") from None
+                raise ValueError(
+                    f'{path}:{lineno}: expected {{"ready_after": seconds|null}}: {err}'
+                ) from None
             if value is not None and (
                 isinstance(value, bool)
                 or not isinstance(value, int | float)

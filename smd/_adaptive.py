@@ -287,10 +287,7 @@ class AdaptiveTimeout:
        where ``n_eff = (sum w)^2 / sum w^2`` over the successes: with few
        effective samples the empirical upper quantile is close to the
        maximum and biased low, so the multiplier is larger.
-    7. **Tail term.** ``T >= tail_margin x`` the largest success among the
-       last ``tail_window`` starts: a cold start that really happened
-       recently is always covered.
-    8. **Profile and clamps.** ``T += profile.cold_start``, then
+    7. **Profile and clamps.** ``T += profile.cold_start``, then
        ``T = min(max(T, floor), ceiling)``. If the history holds no timeout
        and every success is within the default, ``T`` is also capped at the
        no-data default: fast healthy history only ever shortens it.
@@ -324,14 +321,12 @@ class AdaptiveTimeout:
         profile: str | InfrastructureProfile | None = None,
         clock: Clock | None = None,
         quantile: float = 0.99,
-        margin: float = 1.2,
+        margin: float = 1.25,
         small_n: float = 1.0,
-        half_life: float = 32.0,
+        half_life: float = 64.0,
         half_life_seconds: float | None = None,
         dead_allowance: float = 0.03,
         growth: float = 2.0,
-        tail_window: int = 32,
-        tail_margin: float = 1.1,
         plausible: float = 3.0,
     ) -> None:
         self.default = _seconds_arg("default", default)
@@ -351,7 +346,6 @@ class AdaptiveTimeout:
         for name, value, low in (
             ("margin", margin, 1.0),
             ("growth", growth, 1.0),
-            ("tail_margin", tail_margin, 1.0),
             ("plausible", plausible, 1.0),
         ):
             if not math.isfinite(value) or value < low:
@@ -361,16 +355,12 @@ class AdaptiveTimeout:
         if not math.isfinite(half_life) or half_life <= 0:
             raise ValueError(f"half_life must be a positive number of samples, got {half_life!r}")
         self.half_life_seconds = _seconds_arg("half_life_seconds", half_life_seconds)
-        if tail_window < 0:
-            raise ValueError(f"tail_window must be >= 0, got {tail_window!r}")
         self.quantile = quantile
         self.margin = margin
         self.small_n = small_n
         self.half_life = half_life
         self.dead_allowance = dead_allowance
         self.growth = growth
-        self.tail_window = tail_window
-        self.tail_margin = tail_margin
         self.plausible = plausible
 
     @classmethod
@@ -468,10 +458,7 @@ class AdaptiveTimeout:
             if est.n_eff
             else (self.margin * (1.0 + self.small_n))
         )
-        body = est.value * mult
-        recent = [s.seconds for s in ready[-self.tail_window :] if not s.censored and s.seconds]
-        tail = max(recent) * self.tail_margin if recent and self.tail_window else 0.0
-        raw = max(body, tail) + profile.cold_start
+        raw = est.value * mult + profile.cold_start
         cap = ceiling
         fast_only = est.censored == 0 and (est.largest_success or 0.0) <= default
         if fast_only:
@@ -489,7 +476,6 @@ class AdaptiveTimeout:
         stat = f"weighted Kaplan-Meier {qname}" + (
             f" (imputed {self.growth:g}x an unresolved timeout)" if est.imputed else ""
         )
-        used_tail = tail > body
         details.update(
             statistic=stat,
             quantile=self.quantile,
@@ -501,17 +487,13 @@ class AdaptiveTimeout:
             imputed=est.imputed,
             dead_timeouts=est.ignored,
             observed_quantile=est.observed,
-            tail=tail,
-            tail_used=used_tail,
             raw=raw,
             clamp=clamp,
         )
         attempt = self._attempt(history, seconds, floor, profile, min_samples, details)
-        basis = (
-            f"{stat} {est.value:.3g}s x {mult:.2f}"
-            if not used_tail
-            else f"largest recent success {tail / self.tail_margin:.3g}s x {self.tail_margin:g}"
-        )
+        basis = f"{stat} {est.value:.3g}s x {mult:.2f}"
+        if est.ignored:
+            basis += f" ({est.ignored} lone far timeout{'s' if est.ignored > 1 else ''} taken for a dead database)"
         explanation = (
             f"adaptive {seconds:.3g}s from {est.n} ready samples ({est.censored} censored, "
             f"n_eff {est.n_eff:.0f}): {basis}{allowance} = {raw:.3g}s; clamp: {clamp}"
