@@ -27,15 +27,19 @@ def median(values: Sequence[float]) -> float:
 
 
 def machine() -> dict[str, Any]:
-    """Where the figures come from: UTC date, CPU count and model, Python, OS."""
+    """Where the figures come from: UTC date, 1-minute load, CPU count and model, Python, OS."""
     model = platform.processor() or "unknown"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 model = line.partition(":")[2].strip()
                 break
+    load = "n/a"
+    with contextlib.suppress(OSError, AttributeError):
+        load = f"{os.getloadavg()[0]:.1f}"  # a shared, busy machine explains noise
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "load": load,
         "cpus": os.cpu_count(),
         "cpu": model,
         "python": platform.python_version(),

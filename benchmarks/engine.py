@@ -196,15 +196,15 @@ async def measure_dag(seed: int, repeat: int, n: int) -> dict[str, Any]:
     bare: list[float] = []
     sequential: list[float] = []
     hand: list[float] = []
+    warning = bench_settings("warning")
     await smd_time_to_ready(startup, settings, "concurrent")  # warm-up: lazy imports
+    # Interleaved, so a burst of load on a shared machine hits every variant.
     for _ in range(max(repeat, 5)):
         concurrent.append(await smd_time_to_ready(startup, settings, "concurrent"))
         bare.append(await bare_dag(graph))
-    quiet_logs("warning")
-    warning = bench_settings("warning")
-    for _ in range(max(repeat, 5)):
+        quiet_logs("warning")
         quiet.append(await smd_time_to_ready(startup, warning, "concurrent"))
-    quiet_logs("info")
+        quiet_logs("info")
     for _ in range(repeat):
         sequential.append(await smd_time_to_ready(startup, settings, "sequential"))
         hand.append(await hand_written_lifespan(graph, topological(graph)))
@@ -212,6 +212,8 @@ async def measure_dag(seed: int, repeat: int, n: int) -> dict[str, Any]:
     q = median(quiet)
     return {
         "phases": n,
+        "repeat_concurrent": len(concurrent),
+        "repeat_sequential": len(sequential),
         "edges": sum(len(r) for r in graph.requires),
         "waves": len(startup.plan().waves),
         "critical_path_s": critical,
@@ -267,7 +269,7 @@ async def measure_overhead(repeat: int, n: int) -> dict[str, Any]:
     startup = Startup("noops")
     for i in range(n):
         startup.add(Phase(name=f"n{i:05d}", run=noop))
-    out: dict[str, Any] = {"phases": n}
+    out: dict[str, Any] = {"phases": n, "repeat": repeat}
     bare_all: list[float] = []
     for level in ("info", "warning"):
         settings = bench_settings(level)
@@ -316,6 +318,7 @@ def measure_planning(seed: int, repeat: int, n: int) -> dict[str, Any]:
     t = median(times)
     return {
         "phases": n,
+        "repeat": repeat,
         "edges": sum(len(r) for r in graph.requires),
         "waves": len(plan.waves),
         "declare_s": declare,
@@ -333,7 +336,8 @@ def render(data: dict[str, Any]) -> str:
     m = data["machine"]
     head = (
         f"smd engine benchmark - {m['date']} - {m['cpus']} CPU {m['cpu']} - "
-        f"Python {m['python']} - seed {data['seed']}, median of {data['repeat']}"
+        f"Python {m['python']} - load average {m['load']} - seed {data['seed']} - "
+        "figures are medians"
     )
     dag_rows = [
         ["critical path", f"{d['critical_path_s']:.3f}", "1.000", ""],
@@ -389,13 +393,15 @@ def render(data: dict[str, Any]) -> str:
             head,
             "",
             f"a. DAG of {d['phases']} phases ({d['edges']} edges, {d['waves']} waves), "
-            f"each sleeping 10-50 ms; critical path {d['critical_path_phases']} phases",
+            f"each sleeping 10-50 ms; critical path {d['critical_path_phases']} phases; "
+            f"{d['repeat_concurrent']} concurrent / {d['repeat_sequential']} sequential runs",
             table(["run", "seconds", "/ critical path", "note"], dag_rows),
             f"   concurrency buys: hand-written sequential / smd concurrent = "
             f"{d['ratio_hand_written_to_concurrent']:.1f}x "
             f"(smd sequential / smd concurrent = {d['ratio_sequential_to_concurrent']:.1f}x)",
             "",
-            f"b. {o['phases']} no-op phases: run_startup vs a bare anyio task group",
+            f"b. {o['phases']} no-op phases: run_startup vs a bare anyio task group "
+            f"({o['repeat']} runs each)",
             table(
                 ["", "smd ms", "bare ms", "ratio", "us/phase", "overhead us/phase", "verdict"],
                 over_rows,
@@ -404,7 +410,8 @@ def render(data: dict[str, Any]) -> str:
             "(JSON rendered to /dev/null)",
             "",
             f"c. planning {p['phases']} phases ({p['edges']} edges, {p['waves']} waves): "
-            f"{p['plan_s']:.3f} s, {p['plan_us_per_phase']:.1f} us per phase",
+            f"{p['plan_s']:.3f} s, {p['plan_us_per_phase']:.1f} us per phase "
+            f"({p['repeat']} runs)",
         ]
     )
 
