@@ -219,28 +219,37 @@ async def test_phases_running_when_another_fails_are_cancelled() -> None:
     assert reached_end == []
 
 
-async def test_phase_that_survives_to_be_cancelled_does_not_leak_its_value() -> None:
-    # A phase that catches the cancellation and returns must still not be "ok".
+async def test_phase_cleaning_up_after_cancellation_is_still_cancelled() -> None:
+    # A phase whose cleanup awaits (shielded) must still end "cancelled", its
+    # cleanup must run, and it must not be torn down as if it had completed.
     s = Startup("api")
     started = anyio.Event()
+    cleaned: list[str] = []
+    torn: list[str] = []
 
-    async def stubborn(ctx: PhaseContext) -> str:
+    async def careful(ctx: PhaseContext) -> str:
         started.set()
         try:
             await anyio.sleep_forever()
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.lowlevel.checkpoint()
-        return "never"  # pragma: no cover
+                cleaned.append("careful")
+        return "unreachable"  # pragma: no cover
+
+    async def close(value: object) -> None:
+        torn.append(str(value))  # pragma: no cover - must not run
 
     async def bad(ctx: PhaseContext) -> None:
         await started.wait()
         raise RuntimeError("boom")
 
-    s.add(Phase(name="stubborn", run=stubborn, timeout=60))
+    s.add(Phase(name="careful", run=careful, timeout=60, teardown=close))
     s.add(Phase(name="bad", run=bad))
     report = (await fail_run(s)).report
-    assert report.phase("stubborn").outcome is Outcome.CANCELLED
+    assert report.phase("careful").outcome is Outcome.CANCELLED
+    assert cleaned == ["careful"]
+    assert torn == []
 
 
 # -- failure kinds -----------------------------------------------------------------
