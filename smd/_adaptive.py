@@ -268,15 +268,27 @@ class AdaptiveTimeout:
        time-to-ready uses every sample: a timeout at ``c`` leaves the risk set
        at ``c`` instead of being dropped or read as a success, so timeouts
        *inside* the observed range push the quantile up.
-    4. **Dead databases vs slow starts.** The mass ``U = S(t_max)`` beyond the
-       largest success belongs to timeouts whose true value was never seen.
-       Up to ``dead_allowance`` of it (oldest first) is attributed to dead
-       databases, which say nothing about latency; the rest is read as slow
-       starts and imputed at ``growth x c`` (explore beyond the last deadline,
-       like TCP's back-off). So a timeout keeps the deadline long *until the
-       real value is seen*, an occasional dead database does not inflate it,
-       and a run of timeouts (a slower regime, rare cold starts never seen
-       yet) grows it geometrically.
+    4. **Dead databases vs slow starts.** A timeout at ``c`` beyond the
+       largest success is a start whose true value was never seen: a dead
+       database or a slow start, which no process can tell apart. Its KM
+       mass (``S`` after the largest success, shared by weight) is judged:
+
+       - a *lone* timeout *far* beyond what has been seen (more than
+         ``plausible x`` the quantile of the successes) is a dead database
+         and teaches nothing about latency;
+       - a timeout that is *near* (a plausible tail), part of a *run* of
+         timeouts (dead databases rarely come in pairs, a slower regime
+         always does; a run stops counting once ``3`` successes followed
+         it), or *climbing* above an earlier such timeout (the next step of
+         the exploration) may be a slow start. Up to ``dead_allowance`` of
+         that mass (oldest first) is still put down to dead databases; the
+         rest is imputed at ``growth x c`` -- explore beyond the deadline
+         that was too short, like TCP's back-off.
+
+       So timeouts keep the deadline long *until the real value is seen*
+       (then Kaplan-Meier takes over), occasional dead databases do not
+       inflate it, and a run of timeouts (a slower regime, rare cold starts
+       never seen yet) grows it geometrically up to the ceiling.
     5. **Quantile.** ``q`` = the smallest time where the cumulative mass of
        successes and imputed values reaches ``quantile x (1 - dead mass)``:
        an upper quantile of the time-to-ready of starts that do become ready.
@@ -302,6 +314,13 @@ class AdaptiveTimeout:
     Failures of kind ``configuration`` or ``application`` live in the
     ``failure`` series and never enter either estimate: they teach nothing
     about latency.
+
+    Known limits (measured in the benchmark): shrinking after the target got
+    faster takes about ``4 x half_life`` starts (244 at the defaults: the old
+    slow samples must weigh less than ``1 - quantile``); a 5% slow mode that
+    stops for ~``2 x half_life`` starts (121) is forgotten and costs a few
+    false failures to relearn when it comes back; ``dead_allowance`` must exceed the real rate of dead starts
+    (with 2% dead starts, 3% works and 2% doubles the detection time).
 
     ``default``, ``floor``, ``ceiling``, ``min_samples`` and ``profile`` left
     at ``None`` come from the :class:`~smd.timeouts.TimeoutContext` given to
