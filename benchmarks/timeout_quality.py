@@ -423,7 +423,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     began = time.perf_counter()
     if args.trace:
-        suites = {args.trace.name: [read_trace(args.trace)]}
+        try:
+            suites = {args.trace.name: [read_trace(args.trace)]}
+        except (OSError, ValueError) as err:
+            ap.error(str(err))
     else:
         suites = {
             env: [
