@@ -302,7 +302,9 @@ class AdaptiveTimeout:
     7. **Profile and clamps.** ``T += profile.cold_start``, then
        ``T = min(max(T, floor), ceiling)``. If the history holds no timeout
        and every success is within the default, ``T`` is also capped at the
-       no-data default: fast healthy history only ever shortens it.
+       no-data default: fast healthy history only ever shortens it. With
+       no success at all, ``T`` is at least the no-data default: timeouts
+       alone only ever lengthen it.
 
     Per-attempt deadline (``attempt_seconds``), from the ``attempt`` series
     (latencies of single answered attempts; never censored): the same
@@ -482,9 +484,14 @@ class AdaptiveTimeout:
         fast_only = est.censored == 0 and (est.largest_success or 0.0) <= default
         if fast_only:
             cap = min(ceiling, no_data)
-        seconds = min(max(raw, floor), cap)
+        # Without a single success there is no evidence that this target can
+        # be fast: censored samples may only lengthen the deadline.
+        low = floor if est.largest_success is not None else max(floor, min(no_data, cap))
+        seconds = min(max(raw, low), cap)
         if seconds == raw:
             clamp = "none"
+        elif raw < low and low > floor:
+            clamp = f"no-data default {low:g}s (no success seen yet: timeouts only lengthen)"
         elif raw < floor:
             clamp = f"floor {floor:g}s"
         elif cap < ceiling:

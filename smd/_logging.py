@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from collections.abc import MutableMapping
 from typing import IO, Any
 
@@ -34,6 +35,21 @@ def _redact_processor(
     return event_dict
 
 
+class _LockedWriter:
+    """One stream shared by structlog and stdlib logging, a line at a time."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.lock = threading.Lock()
+
+    def msg(self, message: str) -> None:
+        with self.lock:
+            self.stream.write(message + "\n")
+            self.stream.flush()
+
+    log = debug = info = warn = warning = err = error = critical = exception = fatal = msg
+
+
 def configure_logging(
     fmt: str = "auto", level: str = "info", *, stream: IO[str] | None = None
 ) -> None:
@@ -41,6 +57,11 @@ def configure_logging(
 
     ``fmt`` is ``json``, ``console`` or ``auto`` (console when the stream is a
     terminal). Calling it again replaces the previous configuration.
+
+    smd's own events use structlog's native (fast) path, filtered by level
+    before any processing; the app's stdlib ``logging`` records go through a
+    handler that renders them with the same processors, so both come out in
+    one format on one stream.
     """
     out = stream if stream is not None else sys.stderr
     if fmt == "auto":
@@ -50,28 +71,35 @@ def configure_logging(
         if fmt == "console"
         else structlog.processors.JSONRenderer(sort_keys=False)
     )
-    shared: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        _redact_processor,
-    ]
+    numeric = _LEVELS.get(level, logging.INFO)
+    writer = _LockedWriter(out)
     structlog.configure(
         processors=[
-            structlog.stdlib.filter_by_level,
-            *shared,
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+            structlog.processors.format_exc_info,
+            _redact_processor,
+            renderer,
         ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        logger_factory=lambda *args: writer,
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
         cache_logger_on_first_use=False,
     )
+    # stdlib records are rare (the app's own); they pay for the formatter.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared,
+            foreign_pre_chain=[
+                structlog.contextvars.merge_contextvars,
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
@@ -86,9 +114,9 @@ def configure_logging(
         if h.get_name() == "smd":
             root.removeHandler(h)
     root.addHandler(handler)
-    root.setLevel(_LEVELS.get(level, logging.INFO))
+    root.setLevel(numeric)
 
 
 def get_logger(name: str = "smd", **bound: Any) -> Any:
-    """A structlog logger bound to ``bound`` key/values."""
-    return structlog.get_logger(name).bind(**bound)
+    """A structlog logger bound to ``bound`` key/values (and ``logger=name``)."""
+    return structlog.get_logger().bind(logger=name, **bound)

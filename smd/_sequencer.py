@@ -33,6 +33,9 @@ __all__ = ["Mode", "StartupRun", "default_policy", "default_store", "lifecycle",
 
 Mode = Literal["concurrent", "sequential"]
 _HEALING = (FailureKind.INFRASTRUCTURE, FailureKind.TIMEOUT)
+# A phase that used this share of its deadline "timed out" for learning purposes
+# (DatabasePhase stops a hair before the deadline on purpose).
+_CENSOR_FRACTION = 0.9
 
 
 def default_policy(settings: Settings) -> BypassPolicy:
@@ -254,7 +257,12 @@ class StartupRun:
         else:
             # Decide first: the verdict must not count the failure it judges.
             decision = self._decide(phase, failure, history)
-            if failure.kind in _HEALING:
+            # A start that waited out (nearly) its whole deadline is a censored
+            # time-to-ready sample: "at least this long". One that gave up
+            # early (a single refused try) says nothing about latency.
+            if failure.kind is FailureKind.TIMEOUT or (
+                failure.kind in _HEALING and elapsed >= _CENSOR_FRACTION * (deadline - now)
+            ):
                 history.record_timeout(elapsed)
             else:
                 history.record_failure(failure.kind)

@@ -782,8 +782,11 @@ async def test_history_samples_are_recorded_per_target() -> None:
     assert [f.kind for f in broken.failures] == [FailureKind.APPLICATION]
     assert len(broken.bypasses) == 1
 
+    # An infrastructure failure that gave up long before its deadline is a
+    # failed start, not a censored latency sample.
     down = store.load("phase:down@test")
-    assert [s.censored for s in down.ready] == [True]
+    assert down.ready == ()
+    assert [f.kind for f in down.failures] == [FailureKind.INFRASTRUCTURE]
     assert down.consecutive_bypasses() == 1
 
 
@@ -994,3 +997,29 @@ def test_strict_rollback_matches_the_report(
             assert f"end:{name}" in trace
         if outcome == "skipped":
             assert f"start:{name}" not in trace
+
+
+async def test_a_quick_infrastructure_failure_is_not_a_censored_sample() -> None:
+    """A refused single try says nothing about latency; waiting out the deadline does."""
+    startup = Startup("censor")
+
+    @startup.phase(timeout=5)
+    async def quick(ctx: PhaseContext) -> None:
+        raise PhaseError(Failure(FailureKind.INFRASTRUCTURE, "refused"))
+
+    @startup.phase(timeout=0.05)
+    async def slow(ctx: PhaseContext) -> None:
+        await anyio.sleep(10)
+
+    store = MemoryHistoryStore()
+    await run_startup(
+        startup,
+        settings=load_settings(environment="development"),
+        store=store,
+        policy=PermissivePolicy(),
+    )
+    quick_h = store.load("phase:quick@development")
+    assert quick_h.series(Series.READY) == ()
+    assert [s.kind for s in quick_h.series(Series.FAILURE)] == [FailureKind.INFRASTRUCTURE]
+    slow_h = store.load("phase:slow@development")
+    assert [s.censored for s in slow_h.series(Series.READY)] == [True]

@@ -444,3 +444,14 @@ def test_wall_time_half_life_forgets_old_regimes() -> None:
     by_time = decide(h, half_life_seconds=86400.0)
     assert by_count.seconds > 3.0  # 10 fast starts are too few to outweigh 50 slow ones
     assert by_time.seconds == 1.0  # a month-old regime weighs 2^-30
+
+
+def test_timeouts_alone_never_shorten_below_the_default() -> None:
+    """No success yet: censored samples only lengthen, however short they are."""
+    for censored_at in (0.001, 1.0, 4.0):
+        h = TimingHistory()
+        for i in range(12):
+            h.record_timeout(censored_at, at=1000.0 + i)
+        d = AdaptiveTimeout(default=10, floor=0.5, ceiling=60).compute(h)
+        assert d.source == "adaptive"
+        assert d.seconds >= 10.0, (censored_at, d.explanation)
