@@ -262,6 +262,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
     settings = _settings(args.env)
     _configure_logs(settings)
     module: Any = importlib.import_module("checks.postgres")
+    try:
+        module.PostgresOptions.from_dsn(args.dsn).validate()
+    except ValueError as exc:  # PostgresConfigError: its message never holds the password
+        raise SettingsError(f"invalid DSN given to 'smd check postgres': {exc}") from None
     result = anyio.run(module.check_command, args.dsn, args.timeout)
     if args.format == "json":
         print(json.dumps(redact_value(result.to_dict()), indent=2))

@@ -14,6 +14,7 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -83,6 +84,34 @@ def _positive_finite(value: float) -> float:
     if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
         raise ValueError("accepted: a positive finite number of seconds")
     return float(value)
+
+
+# (No user:password@ in the example: the redactor would mask it.)
+_URL_FORM = (
+    "accepted: a URL like postgresql://user@host:5432/dbname (a password goes after 'user:')"
+)
+
+
+def _url_problem(url: str) -> str | None:
+    """What makes ``url`` unusable as a database URL, never quoting it (it holds a password).
+
+    Only the URL syntax every client agrees on (scheme, ``host:port`` list);
+    the phase that uses the URL checks the rest.
+    """
+    url = url.strip()
+    scheme, sep, _ = url.partition("://")
+    if not sep or not scheme or not scheme[0].isalpha():
+        return "not a URL"
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:
+        return "not a URL"
+    for host in netloc.rpartition("@")[2].split(","):
+        port = host.rpartition("]")[2] if host.startswith("[") else host
+        _, colon, digits = port.rpartition(":")
+        if colon and digits and not (digits.isdigit() and 0 < int(digits) < 65536):
+            return "a port is not a number from 1 to 65535"
+    return None
 
 
 CellAction = Literal["fail", "continue", "conditional"]
@@ -213,6 +242,16 @@ class Settings(BaseSettings):
     def _env(cls, v: object) -> object:
         return Environment.parse(v) if isinstance(v, str) else v
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, v: SecretStr | None) -> SecretStr | None:
+        # Caught here, a malformed URL stops before anything runs or is
+        # recorded, like any other invalid setting.
+        problem = _url_problem(v.get_secret_value()) if v is not None else None
+        if problem is not None:
+            raise ValueError(f"{problem}; {_URL_FORM}")
+        return v
+
     @field_validator("log_format", "log_level", mode="before")
     @classmethod
     def _lower(cls, v: object) -> object:
@@ -269,8 +308,54 @@ def _format_error(err: ValidationError) -> str:
     return f"invalid setting {name}{shown}: {msg}{tail}"
 
 
+_SETTINGS_FILES = ("smd.toml", "pyproject.toml")
+_READABLE = "accepted: a readable UTF-8 text file"
+
+
+def _not_a_file() -> str | None:
+    # pydantic-settings silently skips a settings file that is not a regular
+    # file; a user who wrote one expects it read, so say why it cannot be.
+    for name in _SETTINGS_FILES:
+        path = Path(name)
+        if path.is_file() or not (path.is_symlink() or path.exists()):
+            continue
+        what = (
+            "a directory"
+            if path.is_dir()
+            else "a broken or looping symbolic link"
+            if not path.exists()
+            else "not a regular file"
+        )
+        return f"cannot read settings file {path.absolute()}: it is {what}; accepted: a TOML file"
+    return None
+
+
+def _culprit(err: Exception) -> str:
+    """Name the settings file behind a read, decode or TOML error (the error may not)."""
+    named = getattr(err, "filename", None)
+    for name in (named,) if named else (*_SETTINGS_FILES, ".env"):
+        path = Path(name)
+        try:
+            if path.is_file():
+                text = path.read_bytes().decode("utf-8")
+                if path.suffix == ".toml":
+                    tomllib.loads(text)
+        except OSError as exc:
+            return f"cannot read settings file {path.absolute()}: {exc.strerror}; {_READABLE}"
+        except UnicodeDecodeError:
+            return f"cannot read settings file {path.absolute()}: not valid UTF-8; {_READABLE}"
+        except tomllib.TOMLDecodeError as exc:
+            return f"malformed TOML in smd.toml or pyproject.toml: {path.absolute()}: {exc}"
+    if isinstance(err, tomllib.TOMLDecodeError):
+        return f"malformed TOML in smd.toml or pyproject.toml: {err}"
+    return f"cannot read a settings file: {err}"
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build settings from every source; raise :class:`SettingsError` on bad input."""
+    problem = _not_a_file()
+    if problem is not None:
+        raise SettingsError(problem)
     try:
         return Settings(**overrides)
     except ValidationError as err:
@@ -278,7 +363,5 @@ def load_settings(**overrides: Any) -> Settings:
     except PydanticSettingsError as err:
         # e.g. malformed JSON in a complex SMD_* variable
         raise SettingsError(f"invalid settings: {err}") from None
-    except tomllib.TOMLDecodeError as err:
-        raise SettingsError(f"malformed TOML in smd.toml or pyproject.toml: {err}") from None
-    except OSError as err:
-        raise SettingsError(f"cannot read a settings file: {err}") from None
+    except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as err:
+        raise SettingsError(_culprit(err)) from None

@@ -1,0 +1,414 @@
+"""The bad input catalogue: every way to hold smd wrong, each answered the same way.
+
+The real ``smd`` command runs in a fresh working directory (so ``smd.toml``,
+``pyproject.toml`` and ``.env`` there are read). For each case: exactly one
+line on stderr, ``smd: ...``, naming what is wrong and what is accepted;
+the documented exit code (64 usage, 78 invalid settings / plan / DSN);
+no traceback (without ``--debug``); nothing on stdout; nothing written
+to the history store.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGETS = ROOT / "tests" / "targets"
+PLANS = f"{TARGETS / 'bad_plans.py'}:startup"
+USAGE, INVALID = 64, 78
+POSITIVE = "accepted: a positive finite number of seconds"
+DSN = "postgresql://u:pw-123@127.0.0.1:xx/db"
+
+
+def _fifo(cwd: Path) -> None:
+    os.mkfifo(cwd / "smd.toml")
+
+
+def _directory(cwd: Path) -> None:
+    (cwd / "smd.toml").mkdir()
+
+
+def _io_error(cwd: Path) -> None:
+    # Permissions do not stop root (CAP_DAC_OVERRIDE), and pydantic-settings
+    # skips directories and FIFOs; a regular file whose read fails does stop
+    # root: /proc/self/mem raises EIO when read from offset 0.
+    (cwd / "smd.toml").symlink_to("/proc/self/mem")
+
+
+def _loop(cwd: Path) -> None:
+    (cwd / "smd.toml").symlink_to("smd.toml")
+
+
+@dataclass(frozen=True)
+class Case:
+    args: list[str]
+    code: int
+    needles: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)
+    files: dict[str, bytes] = field(default_factory=dict)
+    setup: Callable[[Path], None] | None = None
+
+
+def _plan_error(case: str, *needles: str) -> Case:
+    # `run`, not `plan`: proves an invalid plan stops before anything runs or is recorded.
+    return Case(["run", PLANS], INVALID, ("invalid plan: ", *needles), env={"BAD_CASE": case})
+
+
+CASES: dict[str, Case] = {
+    # -- plan validation (TARGET modules) --------------------------------------------
+    "plan-cycle": _plan_error("cycle", "cycle: a -> c -> b -> a"),
+    "plan-self-cycle": _plan_error("self-cycle", "cycle: a -> a"),
+    "plan-unknown-requirement": _plan_error(
+        "unknown-requirement", "phase 'b' requires unknown phase 'missing'"
+    ),
+    "plan-duplicate-name": _plan_error("duplicate", "duplicate phase name 'a'"),
+    "plan-sync-callable": _plan_error(
+        "sync-callable", "'_sync' is not an async callable", "async def"
+    ),
+    "plan-sync-teardown": _plan_error("sync-teardown", "teardown must be an async callable"),
+    "plan-timeout-negative": _plan_error(
+        "timeout-negative", "timeout must be a positive finite number of seconds, got -1.0"
+    ),
+    "plan-timeout-zero": _plan_error("timeout-zero", "positive finite", "got 0"),
+    "plan-timeout-nan": _plan_error("timeout-nan", "positive finite", "got nan"),
+    "plan-timeout-inf": _plan_error("timeout-inf", "positive finite", "got inf"),
+    "plan-timeout-string": _plan_error("timeout-string", "or a timeout policy, got '10s'"),
+    "plan-bad-name": _plan_error("bad-name", "invalid phase name 'has space'", "use letters"),
+    "plan-command-cycle": Case(
+        ["plan", PLANS], INVALID, ("cycle: a -> c -> b -> a",), env={"BAD_CASE": "cycle"}
+    ),
+    # -- settings ------------------------------------------------------------------
+    "env-unknown-flag": Case(
+        ["run", PLANS, "--env", "qa"],
+        INVALID,
+        ("SMD_ENVIRONMENT", "unknown environment 'qa'", "development, staging, production, test"),
+    ),
+    "env-unknown-variable": Case(
+        ["plan", PLANS], INVALID, ("unknown environment 'qa'",), env={"SMD_ENVIRONMENT": "qa"}
+    ),
+    "env-unknown-smd-toml": Case(
+        ["run", PLANS],
+        INVALID,
+        ("SMD_ENVIRONMENT", "accepted: development"),
+        files={"smd.toml": b'environment = "qa"\n'},
+    ),
+    "bypass-mode-unknown": Case(
+        ["run", PLANS],
+        INVALID,
+        ("SMD_BYPASS__MODE", "'lenient'", "accepted: 'strict', 'permissive' or 'conditional'"),
+        env={"SMD_BYPASS__MODE": "lenient"},
+    ),
+    "bypass-cell-unknown-kind": Case(
+        ["run", PLANS],
+        INVALID,
+        ("SMD_BYPASS__PRODUCTION__BOGUS", "accepted: 'infrastructure', 'timeout'"),
+        env={"SMD_BYPASS__PRODUCTION__BOGUS": "continue"},
+    ),
+    "bypass-cell-unknown-action": Case(
+        ["run", PLANS],
+        INVALID,
+        ("SMD_BYPASS__STAGING__TIMEOUT", "accepted: 'fail', 'continue' or 'conditional'"),
+        env={"SMD_BYPASS__STAGING__TIMEOUT": "maybe"},
+    ),
+    "bypass-cell-in-pyproject": Case(
+        ["run", PLANS],
+        INVALID,
+        ("SMD_BYPASS__PRODUCTION__BOGUS", "accepted: 'infrastructure'"),
+        files={"pyproject.toml": b'[tool.smd.bypass.production]\nbogus = "continue"\n'},
+    ),
+    **{
+        f"{var.lower()}-{label}": Case(
+            ["run", PLANS],
+            INVALID,
+            (f"SMD_{var}", f"(got '{value}')", POSITIVE),
+            {f"SMD_{var}": value},
+        )
+        for var in ("PHASE_TIMEOUT", "STARTUP_BUDGET")
+        for label, value in (("negative", "-1"), ("zero", "0"), ("nan", "nan"), ("inf", "inf"))
+    },
+    "budget-not-a-number": Case(
+        ["run", PLANS],
+        INVALID,
+        ("SMD_STARTUP_BUDGET", "valid number"),
+        env={"SMD_STARTUP_BUDGET": "two minutes"},
+    ),
+    "budget-negative-dotenv": Case(
+        ["run", PLANS],
+        INVALID,
+        ("SMD_STARTUP_BUDGET", POSITIVE),
+        files={".env": b"SMD_STARTUP_BUDGET=-5\n"},
+    ),
+    "floor-above-ceiling": Case(
+        ["run", PLANS],
+        INVALID,
+        ("SMD_TIMEOUTS__PRODUCTION", "floor (100s) is above ceiling (10s)"),
+        env={"SMD_TIMEOUTS__PRODUCTION__FLOOR": "100", "SMD_TIMEOUTS__PRODUCTION__CEILING": "10"},
+    ),
+    "floor-above-ceiling-smd-toml": Case(
+        ["plan", PLANS],
+        INVALID,
+        ("SMD_TIMEOUTS__STAGING", "floor (50s) is above ceiling (5s)"),
+        files={"smd.toml": b"[timeouts.staging]\nfloor = 50\nceiling = 5\n"},
+    ),
+    "timeout-default-negative": Case(
+        ["run", PLANS],
+        INVALID,
+        ("SMD_TIMEOUTS__DEVELOPMENT__DEFAULT", POSITIVE),
+        env={"SMD_TIMEOUTS__DEVELOPMENT__DEFAULT": "-3"},
+    ),
+    # -- DSNs --------------------------------------------------------------------------
+    "dsn-not-a-url": Case(
+        ["run", PLANS],
+        INVALID,
+        ("SMD_DATABASE_URL", "not a URL", "accepted: a URL like postgresql://"),
+        env={"SMD_DATABASE_URL": "not a dsn"},
+    ),
+    "dsn-bad-port": Case(
+        ["run", f"{TARGETS / 'sec_db.py'}:startup"],
+        INVALID,
+        ("SMD_DATABASE_URL", "port is not a number from 1 to 65535", "accepted: a URL"),
+        env={"SMD_DATABASE_URL": DSN},
+    ),
+    "dsn-port-out-of-range": Case(
+        ["history"],
+        INVALID,
+        ("SMD_DATABASE_URL", "port"),
+        env={"SMD_DATABASE_URL": "postgresql://u@h1:5432,h2:99999/db"},
+    ),
+    "check-dsn-bad-port": Case(
+        ["check", "postgres", DSN], INVALID, ("invalid DSN", "invalid port 'xx'", "integer")
+    ),
+    "check-dsn-not-a-url": Case(
+        ["check", "postgres", "host=db user=u", "--format", "json"],
+        INVALID,
+        ("invalid DSN", "expected a URI like postgresql://"),
+    ),
+    "check-dsn-wrong-scheme": Case(
+        ["check", "postgres", "mysql://u@h/db"],
+        INVALID,
+        ("scheme must be 'postgresql' or 'postgres', got 'mysql'",),
+    ),
+    "check-dsn-bad-sslmode": Case(
+        ["check", "postgres", "postgresql://u@h/db?sslmode=sometimes"],
+        INVALID,
+        ("invalid sslmode 'sometimes'", "accepted: disable, allow, prefer, require"),
+    ),
+    # -- arguments ---------------------------------------------------------------------
+    "check-timeout-negative": Case(
+        ["check", "postgres", "postgresql://u@127.0.0.1/db", "--timeout", "-1"],
+        USAGE,
+        ("--timeout must be a positive finite number of seconds, got -1.0",),
+    ),
+    "check-timeout-nan": Case(
+        ["check", "postgres", "postgresql://u@127.0.0.1/db", "--timeout", "nan"],
+        USAGE,
+        ("--timeout must be a positive finite number",),
+    ),
+    "check-timeout-not-a-number": Case(
+        ["check", "postgres", "postgresql://u@127.0.0.1/db", "--timeout", "soon"],
+        USAGE,
+        ("argument --timeout: invalid float value: 'soon'",),
+    ),
+    "format-unknown": Case(
+        ["plan", PLANS, "--format", "yaml"],
+        USAGE,
+        ("argument --format: invalid choice: 'yaml'", "'text', 'json'"),
+    ),
+    "history-format-unknown": Case(
+        ["history", "--format", "csv"], USAGE, ("invalid choice: 'csv'", "'text', 'json'")
+    ),
+    "command-unknown": Case(["deploy"], USAGE, ("invalid choice: 'deploy'",)),
+    "cmd-not-found": Case(
+        ["run", PLANS, "--", "smd-no-such-server", "--port", "80"],
+        USAGE,
+        ("command not found after '--': 'smd-no-such-server'", "not on PATH"),
+    ),
+    "cmd-path-not-found": Case(
+        ["run", PLANS, "--", "/nonexistent/bin/server"],
+        USAGE,
+        ("command not found after '--': '/nonexistent/bin/server'",),
+    ),
+    "cmd-after-plan": Case(
+        ["plan", PLANS, "--", "uvicorn"], USAGE, ("'-- CMD' is only accepted by 'smd run'",)
+    ),
+    # -- TARGET ------------------------------------------------------------------------
+    "target-file-not-found": Case(
+        ["run", "nope/app.py:startup"],
+        USAGE,
+        ("TARGET file not found: 'nope/app.py'", "'path/to/file.py:attr'"),
+    ),
+    "target-module-not-found": Case(
+        ["run", "smd_no_such_app.main:startup"],
+        USAGE,
+        ("no module named 'smd_no_such_app'",),
+    ),
+    "target-no-colon": Case(["plan", "app.py"], USAGE, ("invalid TARGET 'app.py'", "expected")),
+    "target-missing-attribute": Case(
+        ["run", f"{TARGETS / 'sec_db.py'}:nope"], USAGE, ("module has no attribute 'nope'",)
+    ),
+    "target-not-a-startup": Case(
+        ["run", f"{TARGETS / 'sec_db.py'}:app"],
+        USAGE,
+        ("is a Starlette, not a smd.Startup", "expected 'package.module:attr'"),
+    ),
+    "target-import-error-inside": Case(
+        ["run", f"{TARGETS / 'bad_import.py'}:startup"],
+        USAGE,
+        ("cannot import TARGET", "no module named 'smd_no_such_dependency'"),
+    ),
+    "target-raises-while-importing": Case(
+        ["plan", f"{TARGETS / 'bad_runtime_import.py'}:startup"],
+        USAGE,
+        ("cannot import TARGET", "KeyError while importing", "BAD_REQUIRED_VARIABLE"),
+    ),
+    # -- settings files ----------------------------------------------------------------
+    "settings-file-unreadable": Case(
+        ["run", PLANS],
+        INVALID,
+        ("cannot read settings file", "smd.toml", "Input/output error"),
+        setup=_io_error,
+    ),
+    "settings-file-is-a-directory": Case(
+        ["run", PLANS],
+        INVALID,
+        ("smd.toml: it is a directory", "accepted: a TOML file"),
+        setup=_directory,
+    ),
+    "settings-file-is-a-fifo": Case(
+        ["plan", PLANS], INVALID, ("smd.toml: it is not a regular file",), setup=_fifo
+    ),
+    "settings-file-link-loop": Case(
+        ["plan", PLANS],
+        INVALID,
+        ("smd.toml: it is a broken or looping symbolic link",),
+        setup=_loop,
+    ),
+    "settings-file-not-utf8": Case(
+        ["run", PLANS],
+        INVALID,
+        ("smd.toml: not valid UTF-8", "accepted: a readable UTF-8 text file"),
+        files={"smd.toml": b"environment = '\xff\xfe'\n"},
+    ),
+    "dotenv-not-utf8": Case(
+        ["run", PLANS], INVALID, (".env: not valid UTF-8",), files={".env": b"SMD_X=\xff\n"}
+    ),
+    "smd-toml-malformed": Case(
+        ["run", PLANS],
+        INVALID,
+        ("malformed TOML", "smd.toml", "line 1"),
+        files={"smd.toml": b"environment = [unclosed\n"},
+    ),
+    "pyproject-malformed": Case(
+        ["run", PLANS],
+        INVALID,
+        ("malformed TOML", "pyproject.toml"),
+        files={"pyproject.toml": b"[tool.smd]\nenvironment = 'production\n"},
+    ),
+}
+
+
+def _run(cwd: Path, case: Case, *, debug: bool = False) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SMD_", "BAD_"))}
+    env.update(SMD_HISTORY_PATH=str(cwd.parent / "state" / "history.sqlite3"), **case.env)
+    argv = [sys.executable, "-m", "smd", *(["--debug"] if debug else []), *case.args]
+    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def cwd(tmp_path: Path) -> Path:
+    work = tmp_path / "work"
+    work.mkdir()
+    return work
+
+
+def test_the_catalogue_is_complete() -> None:
+    assert len(CASES) >= 20
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input(cwd: Path, name: str) -> None:
+    case = CASES[name]
+    for filename, data in case.files.items():
+        (cwd / filename).write_bytes(data)
+    if case.setup is not None:
+        case.setup(cwd)
+    out = _run(cwd, case)
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1, out.stderr
+    line = lines[0]
+    assert line.startswith("smd: "), line
+    for needle in case.needles:
+        assert needle in line, line
+    assert out.returncode == case.code, line
+    assert "Traceback" not in out.stderr
+    assert out.stdout == ""
+    state = cwd.parent / "state"
+    assert not state.exists() or list(state.iterdir()) == [], list(state.iterdir())
+
+
+@pytest.mark.parametrize("name", ["target-import-error-inside", "settings-file-not-utf8"])
+def test_debug_keeps_the_one_line_and_the_code(cwd: Path, name: str) -> None:
+    """``--debug`` adds a traceback where there is one to show; the verdict stays the same."""
+    case = CASES[name]
+    for filename, data in case.files.items():
+        (cwd / filename).write_bytes(data)
+    out = _run(cwd, case, debug=True)
+    assert out.returncode == case.code
+    assert out.stderr.splitlines()[-1].startswith("smd: ")
+    assert not (cwd.parent / "state").exists()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:pw@db:5432/app",
+        "postgres://u@db/app",
+        "postgresql://u:p%40ss@h1:5432,h2:5433,[::1]:5434/app?sslmode=require",
+        "postgresql:///app?host=/var/run/postgresql",
+        "postgresql://u:a:b@db/app",
+        "postgresql://[::1]/app",
+    ],
+)
+def test_valid_database_urls_are_accepted(
+    cwd: Path, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    """The URL check rejects only what no client could use: no false alarms."""
+    from smd import load_settings
+
+    monkeypatch.chdir(cwd)
+    settings = load_settings(database_url=url)
+    assert settings.database_url is not None
+    assert settings.database_url.get_secret_value() == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "db.example:5432",
+        "host=db password=pw-secret-9",
+        "postgresql://u:pw-secret-9@db:0/app",
+        "postgresql://u:pw-secret-9@db:65536/app",
+        "postgresql://u:pw-secret-9@db:5432,db2:port/app",
+        "postgresql://u:pw-secret-9@[::1]:x/app",
+    ],
+)
+def test_malformed_database_urls_are_invalid_settings_without_the_value(
+    cwd: Path, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    from smd import SettingsError, load_settings
+
+    monkeypatch.chdir(cwd)
+    with pytest.raises(SettingsError) as info:
+        load_settings(database_url=url)
+    text = str(info.value)
+    assert text.startswith("invalid setting SMD_DATABASE_URL: ")
+    assert "accepted: a URL like postgresql://" in text
+    assert "secret" not in text
+    assert "db:" not in text
