@@ -27,7 +27,8 @@ from typing import Any
 import pytest
 from pgbed.cluster import AppCredentials, PgCluster
 
-from smd import StartupFailed, load_settings
+from phases import DatabasePhase
+from smd import PhaseContext, SettingsError, Startup, StartupFailed, load_settings
 from smd._logging import configure_logging
 from smd._sequencer import StartupRun
 from smd._store import MemoryHistoryStore
@@ -79,9 +80,11 @@ REPORT = ["--report", "{tmp}/report.json", "--trace", "{tmp}/trace.json"]
 CASES: dict[str, list[Step]] = {
     "plan-text": [(["plan", TARGET], {"SMD_DATABASE_URL": "ok"}, 0)],
     "plan-json": [(["plan", TARGET, "--format", "json"], {"SMD_DATABASE_URL": "ok"}, 0)],
+    # An invalid SMD_DATABASE_URL is an invalid setting (78) before anything runs.
     "plan-invalid-dsn": [
-        (["plan", TARGET, "--format", "json"], {"SMD_DATABASE_URL": "invalid"}, 0)
+        (["plan", TARGET, "--format", "json"], {"SMD_DATABASE_URL": "invalid"}, 78)
     ],
+    "plan-invalid-code-dsn": [(["plan", TARGET], {"SEC_CODE_DSN": "invalid"}, 0)],
     "plan-code-dsn": [(["plan", TARGET], {"SEC_CODE_DSN": "ok"}, 0)],
     "run-ok": [(["run", TARGET, *REPORT], {"SMD_DATABASE_URL": "ok"}, 0)],
     "run-ok-code-dsn": [(["run", TARGET, *REPORT], {"SEC_CODE_DSN": "ok"}, 0)],
@@ -162,9 +165,9 @@ def test_cli_never_shows_the_password(tmp_path: Path, dsns: Dsns, case: str, fmt
         assert dsns.marker not in out.stdout, seen[-1]
         assert dsns.marker not in out.stderr, seen[-1]
     written = list(_files(work))
-    if "--report" in CASES[case][0][0]:
+    if "--report" in CASES[case][0][0] and case != "run-invalid-dsn":
         assert {"report.json", "trace.json"} <= {p.name for p in written}
-    if case.startswith("run") or case == "history":
+    if (case.startswith("run") and case != "run-invalid-dsn") or case == "history":
         assert any(p.name.startswith("history.sqlite3") for p in written)
     for path in written:
         assert dsns.marker.encode() not in path.read_bytes(), path
@@ -218,7 +221,7 @@ def _assert_clean_exception(exc: BaseException, marker: str) -> None:
     assert marker not in text, text
 
 
-def _settings(tmp_path: Path, dsn: str, environment: str = "production") -> Any:
+def _settings(tmp_path: Path, dsn: str | None, environment: str = "production") -> Any:
     return load_settings(
         environment=environment,
         database_url=dsn,
@@ -227,15 +230,37 @@ def _settings(tmp_path: Path, dsn: str, environment: str = "production") -> Any:
     )
 
 
-def _startup() -> Any:
-    import importlib.util
+def _startup(code_dsn: str | None = None) -> Startup:
+    """The startup of tests/targets/sec_db.py; ``code_dsn`` is a DSN written in code."""
+    startup = Startup("sec-db")
 
-    spec = importlib.util.spec_from_file_location("_sec_db", ROOT / "tests/targets/sec_db.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.startup
+    async def config(ctx: PhaseContext) -> str:
+        return "loaded"
+
+    startup.phase(name="config")(config)
+    startup.add(DatabasePhase(code_dsn, requires=["config"], timeout=1.0))
+    return startup
+
+
+def _run_for(tmp_path: Path, dsns: Dsns, which: str) -> tuple[Startup, Any]:
+    # A malformed URL in settings is refused when settings load (see the
+    # next test): to reach the phase with one, the DSN is written in code.
+    if which == "invalid":
+        return _startup(dsns.invalid), _settings(tmp_path, None)
+    return _startup(), _settings(tmp_path, getattr(dsns, which))
+
+
+@pytest.mark.parametrize("in_query", [False, True])
+def test_invalid_settings_error_never_shows_the_password(
+    tmp_path: Path, dsns: Dsns, in_query: bool
+) -> None:
+    url = (
+        f"postgresql://u@127.0.0.1:notaport/db?password={dsns.marker}" if in_query else dsns.invalid
+    )
+    with pytest.raises(SettingsError) as info:
+        _settings(tmp_path, url)
+    assert "SMD_DATABASE_URL" in str(info.value)
+    _assert_clean_exception(info.value, dsns.marker)
 
 
 @pytest.fixture
@@ -259,9 +284,8 @@ async def test_startup_failed_and_its_causes_never_show_the_password(
     tmp_path: Path, dsns: Dsns, which: str, log_format: str, captured_logs: io.StringIO
 ) -> None:
     configure_logging(log_format, "debug", stream=captured_logs)
-    run = StartupRun(
-        _startup(), settings=_settings(tmp_path, getattr(dsns, which)), store=MemoryHistoryStore()
-    )
+    startup, settings = _run_for(tmp_path, dsns, which)
+    run = StartupRun(startup, settings=settings, store=MemoryHistoryStore())
     with pytest.raises(StartupFailed) as info:
         await run.start()
     _assert_clean_exception(info.value, dsns.marker)
@@ -286,9 +310,10 @@ async def test_lifespan_never_shows_the_password(
     from smd.asgi import smd_lifespan
 
     configure_logging(log_format, "debug", stream=captured_logs)
+    startup, settings = _run_for(tmp_path, dsns, which)
     lifespan = smd_lifespan(
-        _startup(),
-        settings=_settings(tmp_path, getattr(dsns, which)),
+        startup,
+        settings=settings,
         store=MemoryHistoryStore(),
         handle_signals=False,
     )
