@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import ssl as ssl_module
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"
 TARGET_SESSION_ATTRS = ("any", "primary", "standby", "prefer-standby", "read-write", "read-only")
 _SCHEMES = ("postgres", "postgresql")
 _MASK = "***"
+_SHORT = 3  # secrets shorter than this are masked as whole words only
 
 
 class PostgresConfigError(ValueError):
@@ -42,7 +44,13 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
     password, but a DSN echoed back by a parser would.
     """
     for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(secret, _MASK)
+        if len(secret) >= _SHORT:
+            text = text.replace(secret, _MASK)
+        else:
+            # A one- or two-character password replaced everywhere would turn
+            # "postgres" into "***ostgres": mask it only where it stands alone.
+            alone = rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])"
+            text = re.sub(alone, _MASK, text)
     return text
 
 

@@ -185,6 +185,11 @@ CASES: dict[str, Case] = {
     "check-dsn-bad-port": Case(
         ["check", "postgres", DSN], INVALID, ("invalid DSN", "invalid port 'xx'", "integer")
     ),
+    "check-dsn-bad-port-short-password": Case(
+        ["check", "postgres", "postgresql://u:p@h:xx/db"],
+        INVALID,
+        ("invalid port 'xx': expected an integer",),
+    ),
     "check-dsn-not-a-url": Case(
         ["check", "postgres", "host=db user=u", "--format", "json"],
         INVALID,

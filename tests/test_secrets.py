@@ -329,3 +329,24 @@ async def test_lifespan_never_shows_the_password(
                 pass
         _assert_clean_exception(info.value, dsns.marker)
     assert dsns.marker not in captured_logs.getvalue()
+
+
+def test_a_short_password_is_masked_where_it_stands_alone_only() -> None:
+    """A one-letter password is still masked, without garbling every word holding that letter."""
+    from checks._pg_options import PostgresOptions
+
+    options = PostgresOptions.from_dsn("postgresql://u:p@127.0.0.1:1/db")
+    text = options.scrub("connection refused (postgres://u:p@127.0.0.1:1/db): expected p")
+    assert text == "connection refused (postgres://u:***@127.0.0.1:1/db): expected ***"
+
+
+def test_check_with_a_short_password_stays_readable(tmp_path: Path) -> None:
+    dsn = f"postgresql://u:p@127.0.0.1:{_free_port()}/db"
+    argv = [sys.executable, "-m", "smd", "check", "postgres", dsn, "--timeout", "0.3"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMD_")}
+    env["SMD_HISTORY_PATH"] = str(tmp_path / "history.sqlite3")
+    out = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 75, out.stderr
+    assert "***ostgres" not in out.stdout
+    assert "(postgres://127.0.0.1:" in out.stdout
+    assert ":p@" not in out.stdout + out.stderr
