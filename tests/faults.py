@@ -305,11 +305,11 @@ def _column(f: Fault, env: Env | None, mode: Mode, history: History = "none") ->
 
 def render_fault_matrix_markdown() -> str:
     """The README's fault matrix (state and exit code of ``smd run`` per fault and mode)."""
-    envs = " · ".join(f"{e} → {DEFAULT_MODES[e]}" for e in ENVIRONMENTS)
     lines = [
         "| fault | made real by | kind | retried | timing | "
-        + " | ".join(f"{e} (default)" for e in ENVIRONMENTS)
-        + " | strict | permissive | conditional | conditional, healthy history |",
+        + " | ".join(f"{e} (default: {DEFAULT_MODES[e]})" for e in ENVIRONMENTS)
+        + " | forced strict | forced permissive | forced conditional"
+        + " | staging, healthy history |",
         "|---|---|---|---|---|" + "---|" * (len(ENVIRONMENTS) + 4),
     ]
     for f in FAULTS:
@@ -326,11 +326,12 @@ def render_fault_matrix_markdown() -> str:
         lines.append("| " + " | ".join(row) + " |")
     lines += [
         "",
-        f"Cells are the startup's state and `smd run`'s exit code. Default modes: {envs}; "
-        "`strict`, `permissive` and `conditional` are forced with `SMD_BYPASS__MODE` "
-        "(same outcome in every environment). `conditional` with no history of the target "
-        "(a first start) fails; the last column is staging after five healthy starts "
-        "were recorded. Deadlines: "
+        "Cells are the startup's state and `smd run`'s exit code. A forced mode "
+        "(`SMD_BYPASS__MODE`) gives the same outcome in every environment. "
+        "`conditional` with no history of the target (a first start) fails; the last "
+        "column is staging (conditional) after five healthy starts were recorded, where "
+        "infrastructure and timeout failures are bypassed and configuration ones are not. "
+        "Deadlines: "
         f"{SHORT_DEADLINE:g} s for faults retried until the deadline, {LONG_DEADLINE:g} s "
         "for the others. Every cell is one real `smd run` in `tests/test_fault_matrix.py`.",
     ]

@@ -156,6 +156,14 @@ def bed(
             continue
         dns[key] = fake_dns
         resolv[key] = fake_dns.write_resolv_conf(workdir / f"resolv-{key}.conf")
+        probe = subprocess.run(
+            [*unshare_prefix(resolv[key]), "cat", "/etc/resolv.conf"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        if probe.returncode != 0 or fake_dns.address not in probe.stdout:
+            skips[key] = f"cannot bind-mount a private resolv.conf: {probe.stderr.strip()}"
     slow = FaultProxy(upstream, Forward(latency=SLOW_LATENCY))
     blackhole = FaultProxy(upstream, Blackhole())
     reset = FaultProxy(upstream, Reset())
@@ -316,21 +324,28 @@ def runs(bed: Bed, request: pytest.FixtureRequest) -> dict[str, Run]:
     waiting = [c for c in todo if c.fault.timing not in ("config_fast", "ready")]
     quick = [c for c in todo if c.fault.timing in ("config_fast", "ready")]
     done: list[Run] = []
-    for cases, workers in ((waiting, 10), (quick, 3)):
+    walls: list[float] = []
+    for cases, workers in ((waiting, 10), (quick, 4)):
+        t0 = time.monotonic()
         with ThreadPoolExecutor(max_workers=workers) as pool:
             done += pool.map(lambda c: _run_case(bed, c), cases)
+        walls.append(time.monotonic() - t0)
     results = {r.case.id: r for r in done}
-    _write_timings(bed.workdir / "timings.json", results)
+    _write_timings(bed.workdir / "timings.json", results, walls)
     return results
 
 
-def _write_timings(path: Path, results: dict[str, Run]) -> None:
-    """Per fault: the slowest and fastest phase durations seen (for the report)."""
+def _write_timings(path: Path, results: dict[str, Run], walls: list[float]) -> None:
+    """Per fault: the fastest and slowest phase durations seen, and the batches' wall time."""
     by_fault: dict[str, list[float]] = {}
     for r in results.values():
         if r.report is not None and r.phase["duration"] is not None:
             by_fault.setdefault(r.case.fault.key, []).append(float(r.phase["duration"]))
-    summary = {k: {"min": min(v), "max": max(v), "n": len(v)} for k, v in by_fault.items()}
+    summary: dict[str, object] = {
+        k: {"min": round(min(v), 3), "max": round(max(v), 3), "n": len(v)}
+        for k, v in by_fault.items()
+    }
+    summary["batch_wall_seconds"] = [round(w, 1) for w in walls]
     path.write_text(json.dumps(summary, indent=2))
     print(f"\nfault matrix phase durations: {path}\n{json.dumps(summary)}")
 
