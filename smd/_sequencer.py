@@ -88,17 +88,17 @@ class StartupRun:
         self.policy = policy or startup.bypass or default_policy(self.settings)
         self.clock = clock or SystemClock()
         self.log = log if log is not None else get_logger("smd", startup=startup.name)
-        if readiness is None:
-            from smd._readiness import Readiness
-
-            readiness = Readiness(clock=self.clock, log=self.log)
-        self.readiness = readiness
+        # Built on first use: `smd plan` makes a StartupRun but never runs it,
+        # and should not pay for importing readiness (issue 6, cold start).
+        self._readiness: Any = readiness
         self.env = self.settings.environment.value
         self.values: dict[str, Any] = {}
         self.report: Report | None = None
         self.histories: dict[str, TimingHistory] = {}
         self._phase_reports: dict[str, PhaseReport] = {}
-        self._done = {p.name: anyio.Event() for p in self.plan.phases}
+        # Created by start(): an anyio.Event made outside an event loop imports
+        # anyio's synchronization module, a cost `smd plan` need not pay.
+        self._done: dict[str, anyio.Event] = {}
         self._running: dict[str, tuple[float, float, PhaseContext]] = {}
         self._started_at: dict[str, float] = {}
         self._failed: str | None = None
@@ -118,6 +118,15 @@ class StartupRun:
     def target(self, phase: Phase) -> str:
         """The history key of a phase's dependency in this environment."""
         return f"{phase.target_key(self.settings)}@{self.env}"
+
+    @property
+    def readiness(self) -> Any:
+        """The :class:`~smd.Readiness` this run reports to (made on first use)."""
+        if self._readiness is None:
+            from smd._readiness import Readiness
+
+            self._readiness = Readiness(clock=self.clock, log=self.log)
+        return self._readiness
 
     def _rel(self) -> float:
         return self.clock.monotonic() - self._t0
@@ -392,6 +401,7 @@ class StartupRun:
 
     async def start(self, task_group: anyio.abc.TaskGroup | None = None) -> Report:
         """Run the phases. Raises :class:`StartupFailed` after rolling back."""
+        self._done = {p.name: anyio.Event() for p in self.plan.phases}
         self._t0 = self.clock.monotonic()
         self._wall0 = self.clock.wall()
         self._anyio_t0 = anyio.current_time()
