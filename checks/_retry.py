@@ -219,9 +219,14 @@ async def retry_until_ready(
     deadline = started + deadline_seconds
     attempts = 0
     last: ProbeResult | None = None
+    # The failure that says most about the target: a final attempt that timed
+    # out only because the deadline cut it short must not hide the 57P03 or
+    # EAI_AGAIN every full attempt before it saw.
+    telling: Failure | None = None
     while True:
         left = deadline - clock()
-        if left <= 0:
+        if left <= 0 or (attempts and left < min_attempt_seconds):
+            # A late wake-up (a busy machine) left too little for a useful try.
             break
         timeout = min(per_attempt, left)
         a_start = clock()
@@ -248,6 +253,9 @@ async def retry_until_ready(
                 True, target, None, attempts, elapsed, elapsed, result, deadline_seconds
             )
         assert result.failure is not None
+        cut_short = timeout < per_attempt
+        if telling is None or not (result.failure.kind is FailureKind.TIMEOUT and cut_short):
+            telling = result.failure
         if result.failure.kind not in HEALING:
             break
         left = deadline - clock()
@@ -269,5 +277,6 @@ async def retry_until_ready(
             elapsed=elapsed,
         )
     else:
-        failure = _summarise(last.failure, attempts, elapsed, deadline_seconds, attempts > 1)
+        chosen = telling if telling is not None else last.failure
+        failure = _summarise(chosen, attempts, elapsed, deadline_seconds, attempts > 1)
     return CheckResult(False, target, failure, attempts, elapsed, None, last, deadline_seconds)

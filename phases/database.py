@@ -52,8 +52,8 @@ __all__ = ["Database", "DatabasePhase"]
 # The sequencer cancels the phase at its deadline; stopping the attempt loop
 # a little earlier lets the phase report its own classified failure (refused
 # 57 times, last error 57P03...) instead of a bare cancellation.
-_MARGIN_FRACTION = 0.02
-_MARGIN_MAX = 0.05
+_MARGIN_FRACTION = 0.05
+_MARGIN_MAX = 0.25
 
 
 def _default_timeout() -> TimeoutPolicy | None:

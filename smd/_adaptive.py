@@ -432,7 +432,11 @@ class AdaptiveTimeout:
         """The deadline to use now, with its explanation. See the class docstring."""
         default, floor, ceiling = self._bounds(context)
         profile = self._profile(context)
-        min_samples = self.min_samples or _BUILTIN_MIN_SAMPLES
+        min_samples = (
+            self.min_samples
+            or (context.min_samples if context is not None else None)
+            or _BUILTIN_MIN_SAMPLES
+        )
         no_data = min(max(default + profile.cold_start, floor), ceiling)
         ready = history.ready
         env = context.environment if context is not None else "built-in"

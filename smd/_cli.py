@@ -294,7 +294,12 @@ def _cmd_history(args: argparse.Namespace) -> int:
 
     def context_for(target: str) -> TimeoutContext:
         env = env_of(target)
-        return TimeoutContext(env.value, settings.timeouts.for_env(env), settings.timeouts.profile)
+        return TimeoutContext(
+            env.value,
+            settings.timeouts.for_env(env),
+            settings.timeouts.profile,
+            settings.timeouts.min_samples,
+        )
 
     summaries = summarize(
         store,

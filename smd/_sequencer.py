@@ -146,6 +146,7 @@ class StartupRun:
             self.env,
             self.settings.timeouts.for_env(self.settings.environment),
             self.settings.timeouts.profile,
+            self.settings.timeouts.min_samples,
         )
         try:
             return policy.compute(history, context)

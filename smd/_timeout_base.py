@@ -47,11 +47,13 @@ class TimeoutDecision:
 
 @dataclass(frozen=True, slots=True)
 class TimeoutContext:
-    """What the environment says about deadlines: its bounds and infrastructure profile."""
+    """What the settings say about deadlines: the environment's bounds, the
+    infrastructure profile, and how much history is needed before learning."""
 
     environment: str
     bounds: EnvTimeouts
     profile: str = "none"
+    min_samples: int | None = None
 
 
 @runtime_checkable

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 from pgbed.proxy import FaultProxy, Forward
 
 from checks.postgres import PostgresOptions
@@ -136,11 +135,6 @@ def test_learned_timeout_shrinks_with_healthy_runs_then_grows_after_a_slow_episo
     assert _run(tmp_path, dsn)["timeout"]["seconds"] == grown["seconds"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SMD_TIMEOUTS__MIN_SAMPLES is not passed on: smd run and smd history build "
-    "AdaptiveTimeout() whose min_samples falls back to the built-in 8",
-)
 def test_history_honours_the_min_samples_setting(tmp_path: Path) -> None:
     """``SMD_TIMEOUTS__MIN_SAMPLES`` decides when a learned timeout replaces the default.
 

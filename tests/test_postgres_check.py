@@ -245,6 +245,53 @@ async def test_loop_never_overruns_the_deadline_and_shortens_the_last_attempt() 
     assert result.attempts == len(timeouts) == result.failure.attempts
 
 
+async def test_a_cut_short_last_attempt_does_not_hide_the_real_failure() -> None:
+    """Every full attempt saw 57P03-like infrastructure; the last one, squeezed
+    by the deadline, timed out. The report keeps the telling kind."""
+    clock = ManualClock()
+
+    async def oversleep(s: float) -> None:
+        clock.advance(s * 3)  # a busy machine wakes us late
+
+    # Each attempt takes 0.9 s and fails with infrastructure unless cut short.
+    probe = _scripted(clock, [(FailureKind.INFRASTRUCTURE, 0.9, True)])
+    result = await retry_until_ready(
+        probe,
+        target="t",
+        deadline_seconds=2.5,
+        attempt_seconds=1.0,
+        now=clock.monotonic,
+        sleep=oversleep,
+        rng=random.Random(3),
+        min_attempt_seconds=0.1,
+    )
+    timeouts: list[float] = probe.timeouts
+    assert timeouts[-1] < 0.9  # the last attempt was squeezed and timed out
+    assert result.failure is not None
+    assert result.failure.kind is FailureKind.INFRASTRUCTURE
+    assert result.elapsed <= 2.5 + 1e-9
+
+
+async def test_no_attempt_starts_after_a_late_wake_up_leaves_too_little() -> None:
+    clock = ManualClock()
+
+    async def oversleep(s: float) -> None:
+        clock.advance(5.0)  # woke far past the deadline
+
+    probe = _scripted(clock, [(FailureKind.INFRASTRUCTURE, 0.01, True)])
+    result = await retry_until_ready(
+        probe,
+        target="t",
+        deadline_seconds=1.0,
+        now=clock.monotonic,
+        sleep=oversleep,
+        min_attempt_seconds=0.1,
+    )
+    assert result.attempts == 1
+    assert result.failure is not None
+    assert result.failure.kind is FailureKind.INFRASTRUCTURE
+
+
 async def test_loop_stops_at_once_on_configuration_without_waiting() -> None:
     clock = ManualClock()
     sleeps: list[float] = []
