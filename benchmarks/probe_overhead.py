@@ -30,10 +30,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -44,29 +42,12 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from _common import machine, table  # benchmarks/_common.py; sys.path[0] is benchmarks/
+
 ROOT = Path(__file__).resolve().parent.parent
 GOAL = 1.15
 _WARMUP = 20
 _ATTEMPT_SECONDS = 10.0
-
-
-def machine() -> dict[str, Any]:
-    """Where the figures come from: date, CPUs, CPU model, Python."""
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.partition(":")[2].strip()
-                break
-    return {
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "nproc": len(os.sched_getaffinity(0))
-        if hasattr(os, "sched_getaffinity")
-        else os.cpu_count(),
-        "cpu": model,
-        "python": platform.python_version(),
-        "platform": platform.platform(terse=True),
-    }
 
 
 def quantile(values: Sequence[float], q: float) -> float:
@@ -78,19 +59,6 @@ def quantile(values: Sequence[float], q: float) -> float:
     lo = int(pos)
     hi = min(lo + 1, len(s) - 1)
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A plain text table; the first column left-aligned, the rest right-aligned."""
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: Sequence[str]) -> str:
-        out = [str(cells[0]).ljust(widths[0])]
-        out += [str(c).rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
-        return "  ".join(out).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(header), rule, *(line(r) for r in rows)])
 
 
 @contextlib.contextmanager
@@ -196,8 +164,8 @@ def render(doc: dict[str, Any]) -> str:
     """The human table."""
     m = doc["machine"]
     head = (
-        f"probe overhead on a healthy local PostgreSQL -- {m['date']}, {m['nproc']} CPUs "
-        f"({m['cpu']}), Python {m['python']}; {doc['n']} interleaved calls each"
+        f"probe overhead on a healthy local PostgreSQL -- {m['date']}, {m['cpus']} CPUs "
+        f"({m['cpu']}, load {m['load']}), Python {m['python']}; {doc['n']} interleaved calls each"
     )
     rows = [
         [
