@@ -29,6 +29,7 @@ from pydantic import SecretStr
 from checks.postgres import (
     Backoff,
     CheckResult,
+    PostgresConfigError,
     PostgresOptions,
     default_attempt_seconds,
     probe,
@@ -38,6 +39,7 @@ from smd import (
     BypassPolicy,
     Failure,
     FailureKind,
+    InvalidPlan,
     Phase,
     PhaseContext,
     PhaseError,
@@ -140,10 +142,16 @@ class DatabasePhase:
                 f"DatabasePhase {name!r}: give a DSN or PostgresOptions, or allow settings_dsn "
                 "to read SMD_DATABASE_URL"
             )
-        if isinstance(options_or_dsn, PostgresOptions) or options_or_dsn is None:
-            self.options = options_or_dsn
-        else:
-            self.options = PostgresOptions.from_dsn(options_or_dsn)
+        try:
+            if isinstance(options_or_dsn, PostgresOptions) or options_or_dsn is None:
+                self.options = options_or_dsn
+            else:
+                self.options = PostgresOptions.from_dsn(options_or_dsn)
+            if self.options is not None:
+                # A DSN written in code is wrong at import, not at the first run.
+                self.options.validate()
+        except PostgresConfigError as exc:
+            raise InvalidPlan(f"phase {name!r}: {exc}") from None
         if attempt_seconds is not None and not (
             math.isfinite(attempt_seconds) and attempt_seconds > 0
         ):

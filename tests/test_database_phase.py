@@ -22,6 +22,7 @@ from phases import Database, DatabasePhase
 from smd import (
     FailureKind,
     FixedTimeout,
+    InvalidPlan,
     MemoryHistoryStore,
     PhaseContext,
     PhaseError,
@@ -294,3 +295,13 @@ async def test_learned_timeout_shrinks_after_healthy_runs(pg_dsn: str) -> None:
     assert seconds[0] == pytest.approx(default)
     assert sources[-1] == "adaptive"
     assert seconds[-1] < default
+
+
+@pytest.mark.parametrize(
+    "dsn", ["not a dsn", "postgresql://u:hunter2-marker@h:notaport/db", "mysql://u:p@h/db"]
+)
+def test_a_bad_dsn_in_code_is_an_invalid_plan_at_declaration(dsn: str) -> None:
+    with pytest.raises(InvalidPlan) as info:
+        DatabasePhase(dsn)
+    assert "phase 'database'" in str(info.value)
+    assert "hunter2-marker" not in str(info.value)

@@ -28,7 +28,7 @@ import pytest
 from pgbed.cluster import AppCredentials, PgCluster
 
 from phases import DatabasePhase
-from smd import PhaseContext, SettingsError, Startup, StartupFailed, load_settings
+from smd import InvalidPlan, PhaseContext, SettingsError, Startup, StartupFailed, load_settings
 from smd._logging import configure_logging
 from smd._sequencer import StartupRun
 from smd._store import MemoryHistoryStore
@@ -84,7 +84,7 @@ CASES: dict[str, list[Step]] = {
     "plan-invalid-dsn": [
         (["plan", TARGET, "--format", "json"], {"SMD_DATABASE_URL": "invalid"}, 78)
     ],
-    "plan-invalid-code-dsn": [(["plan", TARGET], {"SEC_CODE_DSN": "invalid"}, 0)],
+    "plan-invalid-code-dsn": [(["plan", TARGET], {"SEC_CODE_DSN": "invalid"}, 78)],
     "plan-code-dsn": [(["plan", TARGET], {"SEC_CODE_DSN": "ok"}, 0)],
     "run-ok": [(["run", TARGET, *REPORT], {"SMD_DATABASE_URL": "ok"}, 0)],
     "run-ok-code-dsn": [(["run", TARGET, *REPORT], {"SEC_CODE_DSN": "ok"}, 0)],
@@ -165,9 +165,11 @@ def test_cli_never_shows_the_password(tmp_path: Path, dsns: Dsns, case: str, fmt
         assert dsns.marker not in out.stdout, seen[-1]
         assert dsns.marker not in out.stderr, seen[-1]
     written = list(_files(work))
-    if "--report" in CASES[case][0][0] and case != "run-invalid-dsn":
+    # An invalid DSN (in settings or in code) is refused before anything runs.
+    refused_early = case in ("run-invalid-dsn", "run-invalid-code-dsn")
+    if "--report" in CASES[case][0][0] and not refused_early:
         assert {"report.json", "trace.json"} <= {p.name for p in written}
-    if (case.startswith("run") and case != "run-invalid-dsn") or case == "history":
+    if (case.startswith("run") and not refused_early) or case == "history":
         assert any(p.name.startswith("history.sqlite3") for p in written)
     for path in written:
         assert dsns.marker.encode() not in path.read_bytes(), path
@@ -284,6 +286,13 @@ async def test_startup_failed_and_its_causes_never_show_the_password(
     tmp_path: Path, dsns: Dsns, which: str, log_format: str, captured_logs: io.StringIO
 ) -> None:
     configure_logging(log_format, "debug", stream=captured_logs)
+    if which == "invalid":
+        # A DSN written in code is checked when the phase is declared.
+        with pytest.raises(InvalidPlan) as bad:
+            _run_for(tmp_path, dsns, which)
+        _assert_clean_exception(bad.value, dsns.marker)
+        assert dsns.marker not in captured_logs.getvalue()
+        return
     startup, settings = _run_for(tmp_path, dsns, which)
     run = StartupRun(startup, settings=settings, store=MemoryHistoryStore())
     with pytest.raises(StartupFailed) as info:
@@ -310,6 +319,13 @@ async def test_lifespan_never_shows_the_password(
     from smd.asgi import smd_lifespan
 
     configure_logging(log_format, "debug", stream=captured_logs)
+    if which == "invalid":
+        # A DSN written in code is checked when the phase is declared.
+        with pytest.raises(InvalidPlan) as bad:
+            _run_for(tmp_path, dsns, which)
+        _assert_clean_exception(bad.value, dsns.marker)
+        assert dsns.marker not in captured_logs.getvalue()
+        return
     startup, settings = _run_for(tmp_path, dsns, which)
     lifespan = smd_lifespan(
         startup,
