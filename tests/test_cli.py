@@ -269,3 +269,76 @@ def test_plan_of_the_quickstart_does_no_network_io(
     assert "hunter2-secret" not in out.stdout + out.stderr
     doc = json.loads(out.stdout)
     assert doc["waves"] == [["config"], ["database"], ["cache", "worker"]]
+
+
+def test_a_long_wait_is_visible_at_a_steady_interval(tmp_path: Path) -> None:
+    out = smd(
+        tmp_path,
+        "run",
+        KINDS,
+        SMD_TEST_KIND="timeout",
+        SMD_TEST_TIMEOUT="1.2",
+        SMD_PROGRESS_INTERVAL="0.25",
+    )
+    assert out.returncode == 75, out.stderr
+    events = [json.loads(line) for line in out.stderr.splitlines() if line.startswith("{")]
+    waiting = [e for e in events if e["event"] == "smd.phase.waiting"]
+    assert waiting, out.stderr
+    for e in waiting:
+        assert e["phase"] == "work"
+        assert e["deadline"] == pytest.approx(1.2, abs=0.01)
+        assert 0 < e["waited"] <= e["deadline"]
+        assert e["left"] >= 0
+    assert [e["waited"] for e in waiting] == sorted(e["waited"] for e in waiting)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("environment", "cache_up", "code", "state"),
+    [
+        ("development", False, 0, "degraded"),
+        ("development", True, 0, "ready"),
+        ("production", False, 75, "failed"),
+    ],
+)
+def test_the_quickstart_runs_against_a_real_database(
+    tmp_path: Path,
+    pg_dsn: str,
+    listener: tuple[int, list[int]],
+    environment: str,
+    cache_up: bool,
+    code: int,
+    state: str,
+) -> None:
+    port, _ = listener
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now: the cache is down
+    report = tmp_path / "report.json"
+    out = smd(
+        tmp_path,
+        "run",
+        "examples/quickstart.py:startup",
+        "--report",
+        str(report),
+        SMD_ENVIRONMENT=environment,
+        SMD_DATABASE_URL=pg_dsn,
+        QUICKSTART_CACHE_ADDR=f"127.0.0.1:{port if cache_up else closed_port}",
+    )
+    assert out.returncode == code, out.stderr
+    doc = json.loads(report.read_text())
+    assert doc["state"] == state
+    assert doc["plan"]["waves"] == [["config"], ["database"], ["cache", "worker"]]
+    phases = {p["name"]: p for p in doc["phases"]}
+    assert phases["database"]["outcome"] == "ok"
+    assert phases["database"]["timeout"]["source"] == "default"  # a first start
+    if cache_up:
+        assert phases["cache"]["outcome"] == "ok"
+    else:
+        assert phases["cache"]["failure"]["kind"] == "infrastructure"
+        decision = phases["cache"]["decision"]
+        assert decision["action"] == ("continue" if environment == "development" else "fail")
+        assert decision["mode"] == ("permissive" if environment == "development" else "strict")
+    password = pg_dsn.split("@", 1)[0].rsplit(":", 1)[1]
+    assert password not in out.stdout + out.stderr + report.read_text()
