@@ -9,12 +9,11 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections.abc import MutableMapping
 from typing import IO, Any
 
 import structlog
 
-from smd._redact import redact_value
+from smd._redact import redact
 
 __all__ = ["configure_logging", "get_logger"]
 
@@ -26,13 +25,9 @@ _LEVELS = {
 }
 
 
-def _redact_processor(
-    _: Any, __: str, event_dict: MutableMapping[str, Any]
-) -> MutableMapping[str, Any]:
-    for key, value in event_dict.items():
-        if isinstance(value, str | dict | list | tuple):
-            event_dict[key] = redact_value(value)
-    return event_dict
+def _redact_rendered(_: Any, __: str, rendered: Any) -> Any:
+    """Mask secrets in the finished line: one pass per line, not per field."""
+    return redact(rendered) if isinstance(rendered, str) else rendered
 
 
 class _LockedWriter:
@@ -80,8 +75,8 @@ def configure_logging(
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
-            _redact_processor,
             renderer,
+            _redact_rendered,
         ],
         logger_factory=lambda *args: writer,
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
@@ -103,8 +98,8 @@ def configure_logging(
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
-                _redact_processor,
                 renderer,
+                _redact_rendered,
             ],
         )
     )

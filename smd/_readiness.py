@@ -205,17 +205,39 @@ class Readiness:
                 f"readiness is {self._state.value}: it tracks one startup and cannot start again"
             )
 
+    # These two run once per phase on the startup's critical path: build the
+    # new value directly (dataclasses.replace introspects fields every call).
+
     def phase_started(self, name: str) -> None:
         """A phase began (its first start is where time-to-ready counts from)."""
-        old = self._phases.get(name, PhaseStatus(name))
+        old = self._phases.get(name)
+        if old is None:
+            self._phases[name] = PhaseStatus(name, "running", "", self.clock.monotonic())
+            return
         started = old.started_at if old.started_at is not None else self.clock.monotonic()
-        self._phases[name] = replace(old, outcome="running", started_at=started)
+        self._phases[name] = PhaseStatus(
+            name,
+            "running",
+            old.reason,
+            started,
+            old.finished_at,
+            old.recovered_at,
+            old.probes,
+            old.time_to_ready,
+        )
 
     def phase_finished(self, name: str, outcome: str, reason: str = "") -> None:
         """A phase ended ``ok``, ``bypassed``, ``skipped``, ``failed`` or ``cancelled``."""
-        old = self._phases.get(name, PhaseStatus(name))
-        self._phases[name] = replace(
-            old, outcome=str(outcome), reason=reason, finished_at=self.clock.monotonic()
+        old = self._phases.get(name) or PhaseStatus(name)
+        self._phases[name] = PhaseStatus(
+            name,
+            str(outcome),
+            reason,
+            old.started_at,
+            self.clock.monotonic(),
+            old.recovered_at,
+            old.probes,
+            old.time_to_ready,
         )
 
     def finished(self, report: Any = None) -> ReadinessState:
@@ -230,10 +252,10 @@ class Readiness:
         failed_reason = ""
         if report is not None:
             for rep in getattr(report, "phases", ()):
-                old = self._phases.get(rep.name, PhaseStatus(rep.name))
-                self._phases[rep.name] = replace(
-                    old, outcome=str(getattr(rep.outcome, "value", rep.outcome)), reason=rep.reason
-                )
+                old = self._phases.get(rep.name) or PhaseStatus(rep.name)
+                outcome = str(getattr(rep.outcome, "value", rep.outcome))
+                if (old.outcome, old.reason) != (outcome, rep.reason):
+                    self._phases[rep.name] = replace(old, outcome=outcome, reason=rep.reason)
             if str(getattr(report.state, "value", report.state)) == ReadinessState.FAILED.value:
                 failed = getattr(report, "failed_phase", None)
                 failed_reason = (

@@ -8,6 +8,7 @@ they were never registered.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from typing import Any
@@ -24,10 +25,16 @@ _lock = threading.Lock()
 
 
 def register_secret(secret: str | None) -> None:
-    """Mask ``secret`` wherever it appears from now on (ignores tiny strings)."""
+    """Mask ``secret`` wherever it appears from now on (ignores tiny strings).
+
+    Its JSON- and repr-escaped forms are masked too, since log lines are
+    redacted after rendering.
+    """
     if secret and len(secret) >= 3:
+        escaped = json.dumps(secret)[1:-1]
+        forms = {secret, escaped, json.dumps(escaped)[1:-1], repr(secret)[1:-1]}
         with _lock:
-            _secrets.add(secret)
+            _secrets.update(f for f in forms if len(f) >= 3)
 
 
 def redact(text: str) -> str:
