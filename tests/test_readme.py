@@ -61,3 +61,14 @@ def test_every_setting_is_documented() -> None:
     section = README.split("## Settings", 1)[1].split("\n## ", 1)[0]
     for name in Settings.model_fields:
         assert f"SMD_{name.upper()}" in section, name
+
+
+def test_every_test_named_in_guarantees_exists() -> None:
+    section = README.split("## Guarantees", 1)[1].split("\n## ", 1)[0]
+    refs = re.findall(r"`(tests/[\w/]+\.py)(?:::([\w*\[\]-]+))?`", section)
+    assert len(refs) >= 20
+    for path, name in refs:
+        source = (ROOT / path).read_text()
+        if name:
+            pattern = re.escape(name.split("[")[0]).replace(r"\*", r"\w*")
+            assert re.search(rf"def {pattern}\(", source), f"{path}::{name}"
