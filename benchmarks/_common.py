@@ -12,13 +12,18 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import statistics
+import subprocess
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["goal", "machine", "median", "print_result", "table"]
+__all__ = ["database_url", "goal", "machine", "median", "print_result", "quantile", "table"]
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def median(values: Sequence[float]) -> float:
@@ -76,3 +81,36 @@ def print_result(fmt: str, data: dict[str, Any], text: str) -> None:
         sys.stdout.write("\n")
     else:
         print(text)
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """The q-quantile (linear interpolation between order statistics)."""
+    s = sorted(values)
+    if len(s) == 1:
+        return s[0]
+    pos = q * (len(s) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+@contextlib.contextmanager
+def database_url() -> Iterator[str]:
+    """``SMD_DATABASE_URL`` if set, else a throwaway cluster for the duration."""
+    given = os.environ.get("SMD_DATABASE_URL")
+    if given:
+        yield given
+        return
+    base = Path(tempfile.mkdtemp(prefix="smd-bench-pg-"))
+    cluster = [sys.executable, str(ROOT / "tests" / "pgbed" / "cluster.py")]
+    try:
+        print(f"starting a throwaway PostgreSQL in {base} ...", file=sys.stderr)
+        up = subprocess.run(
+            [*cluster, "up", str(base)], capture_output=True, text=True, check=False
+        )
+        if up.returncode != 0:
+            raise SystemExit(f"{sys.argv[0]}: could not start PostgreSQL:\n{up.stderr.strip()}")
+        yield up.stdout.strip()
+    finally:
+        subprocess.run([*cluster, "down", str(base)], capture_output=True, check=False)
+        shutil.rmtree(base, ignore_errors=True)

@@ -35,7 +35,6 @@ figure to compare before/after a change on a busy machine.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
@@ -45,12 +44,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from _common import machine, table  # benchmarks/_common.py; sys.path[0] is benchmarks/
+from _common import (  # benchmarks/_common.py; sys.path[0] is benchmarks/
+    database_url,
+    machine,
+    quantile,
+    table,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = "examples/quickstart.py:startup"
@@ -119,17 +123,6 @@ def interleaved(
     return ra, rb
 
 
-def quantile(values: Sequence[float], q: float) -> float:
-    """The q-quantile (linear interpolation between order statistics)."""
-    s = sorted(values)
-    if len(s) == 1:
-        return s[0]
-    pos = q * (len(s) - 1)
-    lo = int(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
-
-
 def summary(values: Sequence[float]) -> dict[str, float]:
     """Median, p10 and p90 of a sample."""
     return {
@@ -137,28 +130,6 @@ def summary(values: Sequence[float]) -> dict[str, float]:
         "p10": quantile(values, 0.1),
         "p90": quantile(values, 0.9),
     }
-
-
-@contextlib.contextmanager
-def database_url() -> Iterator[str]:
-    """``SMD_DATABASE_URL`` if set, else a throwaway cluster for the duration."""
-    given = os.environ.get("SMD_DATABASE_URL")
-    if given:
-        yield given
-        return
-    base = Path(tempfile.mkdtemp(prefix="smd-bench-pg-"))
-    cluster = [sys.executable, str(ROOT / "tests" / "pgbed" / "cluster.py")]
-    try:
-        print(f"starting a throwaway PostgreSQL in {base} ...", file=sys.stderr)
-        up = subprocess.run(
-            [*cluster, "up", str(base)], capture_output=True, text=True, check=False
-        )
-        if up.returncode != 0:
-            raise SystemExit(f"cold_start: could not start PostgreSQL:\n{up.stderr.strip()}")
-        yield up.stdout.strip()
-    finally:
-        subprocess.run([*cluster, "down", str(base)], capture_output=True, check=False)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def instructions(argv: Sequence[str], env: dict[str, str]) -> int:

@@ -29,59 +29,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
 import random
-import shutil
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from _common import machine, table  # benchmarks/_common.py; sys.path[0] is benchmarks/
+from _common import (  # benchmarks/_common.py; sys.path[0] is benchmarks/
+    database_url,
+    machine,
+    quantile,
+    table,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 GOAL = 1.15
 _WARMUP = 20
 _ATTEMPT_SECONDS = 10.0
-
-
-def quantile(values: Sequence[float], q: float) -> float:
-    """The q-quantile (linear interpolation between order statistics)."""
-    s = sorted(values)
-    if len(s) == 1:
-        return s[0]
-    pos = q * (len(s) - 1)
-    lo = int(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
-
-
-@contextlib.contextmanager
-def database_url() -> Iterator[str]:
-    """``SMD_DATABASE_URL`` if set, else a throwaway cluster for the duration."""
-    given = os.environ.get("SMD_DATABASE_URL")
-    if given:
-        yield given
-        return
-    base = Path(tempfile.mkdtemp(prefix="smd-bench-pg-"))
-    cluster = [sys.executable, str(ROOT / "tests" / "pgbed" / "cluster.py")]
-    try:
-        print(f"starting a throwaway PostgreSQL in {base} ...", file=sys.stderr)
-        up = subprocess.run(
-            [*cluster, "up", str(base)], capture_output=True, text=True, check=False
-        )
-        if up.returncode != 0:
-            raise SystemExit(f"probe_overhead: could not start PostgreSQL:\n{up.stderr.strip()}")
-        yield up.stdout.strip()
-    finally:
-        subprocess.run([*cluster, "down", str(base)], capture_output=True, check=False)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 Contender = Callable[[], Awaitable[None]]
