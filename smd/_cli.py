@@ -172,10 +172,14 @@ def _render_plan(doc: dict[str, Any]) -> str:
         cells = [p["bypass"][k]["action"].ljust(14) for k in kinds]
         lines.append("  " + p["name"].ljust(width) + "  " + "  ".join(cells))
     lines.append("")
-    lines.append("reasons:")
-    for p in doc["phases"]:
-        for k in kinds:
-            lines.append(f"  {p['name']}/{k}: {p['bypass'][k]['reason']}")
+    lines.append("reasons (phases whose reason is the same are listed together):")
+    for k in kinds:
+        groups: dict[str, list[str]] = {}
+        for p in doc["phases"]:
+            generic = p["bypass"][k]["reason"].replace(repr(p["name"]), "{phase}")
+            groups.setdefault(generic, []).append(p["name"])
+        for generic, names in groups.items():
+            lines.append(f"  {k} [{', '.join(names)}]: {generic}")
     return "\n".join(lines)
 
 

@@ -10,7 +10,7 @@ original failure.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
@@ -598,6 +598,3 @@ async def lifecycle(
             error = exc
     if error is not None:
         raise error
-
-
-RecoveryHook = Callable[[StartupRun, Phase], Awaitable[None]]
