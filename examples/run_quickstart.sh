@@ -19,6 +19,7 @@ export SMD_LOG_FORMAT=${SMD_LOG_FORMAT:-console}
 mkdir -p .smd
 
 if [ -z "${SMD_DATABASE_URL:-}" ]; then
+    bash tests/pgbed/ensure_server.sh
     pgdir=$(mktemp -d /tmp/smd-quickstart-pg.XXXXXX)
     cleanup() { .venv/bin/python tests/pgbed/cluster.py down "$pgdir" >/dev/null 2>&1 || true; rm -rf "$pgdir"; }
     trap cleanup EXIT

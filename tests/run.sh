@@ -7,7 +7,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
-PGBIN=${SMD_PG_BINDIR:-/usr/lib/postgresql/15/bin}
 
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
@@ -15,17 +14,7 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 
-if [ ! -x "$PGBIN/postgres" ]; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "tests/run.sh: installing PostgreSQL 15 server binaries (Debian package postgresql-15)" >&2
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null
-    else
-        echo "tests/run.sh: PostgreSQL 15 server binaries not found in $PGBIN;" \
-             "install the Debian package postgresql-15 (or set SMD_PG_BINDIR)" >&2
-        exit 1
-    fi
-fi
+bash tests/pgbed/ensure_server.sh || exit 1
 
 echo "== ruff" >&2
 .venv/bin/ruff check .
