@@ -19,7 +19,6 @@ import anyio
 from smd import Failure, FailureKind
 
 __all__ = [
-    "HEALING",
     "AttemptHook",
     "AttemptRecorder",
     "Backoff",
@@ -27,8 +26,6 @@ __all__ = [
     "ProbeResult",
     "retry_until_ready",
 ]
-
-HEALING = frozenset({FailureKind.INFRASTRUCTURE, FailureKind.TIMEOUT})
 
 
 class AttemptHook(Protocol):
@@ -256,7 +253,7 @@ async def retry_until_ready(
         cut_short = timeout < per_attempt
         if telling is None or not (result.failure.kind is FailureKind.TIMEOUT and cut_short):
             telling = result.failure
-        if result.failure.kind not in HEALING:
+        if not result.failure.kind.may_heal:
             break
         left = deadline - clock()
         # Wait the backoff, but shorten the last wait so that one final

@@ -21,6 +21,12 @@ class FailureKind(enum.StrEnum):
     APPLICATION = "application"
     UNKNOWN = "unknown"
 
+    @property
+    def may_heal(self) -> bool:
+        """Whether waiting can fix it: ``infrastructure`` and ``timeout`` are retried
+        by checks and count as censored latency when they use up a deadline."""
+        return self in (FailureKind.INFRASTRUCTURE, FailureKind.TIMEOUT)
+
     @classmethod
     def parse(cls, value: str) -> FailureKind:
         """Parse a kind case-insensitively; the error lists the accepted values."""

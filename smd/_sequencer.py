@@ -32,7 +32,6 @@ from smd._timeout_base import TimeoutContext, TimeoutDecision
 __all__ = ["Mode", "StartupRun", "default_policy", "default_store", "lifecycle", "run_startup"]
 
 Mode = Literal["concurrent", "sequential"]
-_HEALING = (FailureKind.INFRASTRUCTURE, FailureKind.TIMEOUT)
 # A phase that used this share of its deadline "timed out" for learning purposes
 # (DatabasePhase stops a hair before the deadline on purpose).
 _CENSOR_FRACTION = 0.9
@@ -271,7 +270,7 @@ class StartupRun:
             # time-to-ready sample: "at least this long". One that gave up
             # early (a single refused try) says nothing about latency.
             if failure.kind is FailureKind.TIMEOUT or (
-                failure.kind in _HEALING and elapsed >= _CENSOR_FRACTION * (deadline - now)
+                failure.kind.may_heal and elapsed >= _CENSOR_FRACTION * (deadline - now)
             ):
                 history.record_timeout(elapsed)
             else:
