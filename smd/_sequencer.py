@@ -107,6 +107,7 @@ class StartupRun:
         self._torn_down = False
         self._teardown_exc: list[Exception] = []
         self.recovered: set[str] = set()
+        self._targets: dict[str, str] = {}
         self._t0 = 0.0
         self._anyio_t0 = 0.0
         self._wall0 = 0.0
@@ -115,8 +116,15 @@ class StartupRun:
     # -- helpers ---------------------------------------------------------
 
     def target(self, phase: Phase) -> str:
-        """The history key of a phase's dependency in this environment."""
-        return f"{phase.target_key(self.settings)}@{self.env}"
+        """The history key of a phase's dependency in this environment.
+
+        Resolved once per phase: a target computed from settings (a DSN) is
+        parsed once, not at every lookup on the phase's path.
+        """
+        key = self._targets.get(phase.name)
+        if key is None:
+            key = self._targets[phase.name] = f"{phase.target_key(self.settings)}@{self.env}"
+        return key
 
     @property
     def readiness(self) -> Any:
@@ -430,9 +438,9 @@ class StartupRun:
                     stop.set()
         except BaseException:
             with anyio.CancelScope(shield=True):
-                self.report = self._build_report(interrupted=True)
                 await self._rollback()
                 await self.persist()
+                # Built after the rollback so that it carries the teardown errors.
                 self.report = self._build_report(interrupted=True)
                 self._notify("finished", self.report)
                 self.log.warning(
@@ -442,9 +450,7 @@ class StartupRun:
                     duration=round(self.report.duration, 6),
                 )
             raise
-        report = self._build_report()
         if self._failed is not None:
-            self.report = report
             await self._rollback()
             await self.persist()
             self.report = report = self._build_report()
@@ -456,7 +462,7 @@ class StartupRun:
                 duration=round(report.duration, 6),
             )
             raise StartupFailed(report, [*self._phase_errors, *self._teardown_exc])
-        self.report = report
+        self.report = report = self._build_report()
         self._notify("finished", report)
         self.log.info(
             "smd.startup.finished",
