@@ -490,7 +490,8 @@ class SQLiteHistoryStore:
         # so an unwritable location is reported at startup, not after it.
         return self._connect(write=True)
 
-    def _read(self, target: str) -> list[Sample]:
+    def _query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        """Rows of one read; a missing (read-only) or unreadable file gives none."""
         reader = self._reader()
         if reader is None:
             return []
@@ -500,24 +501,19 @@ class SQLiteHistoryStore:
                     return []
             else:
                 self._init(conn)
-            rows = conn.execute(
-                "SELECT series, at, seconds, censored, kind FROM samples "
-                "WHERE target = ? ORDER BY at, id",
-                (target,),
-            ).fetchall()
+            rows: list[tuple[Any, ...]] = conn.execute(sql, params).fetchall()
+        return rows
+
+    def _read(self, target: str) -> list[Sample]:
+        rows = self._query(
+            "SELECT series, at, seconds, censored, kind FROM samples "
+            "WHERE target = ? ORDER BY at, id",
+            (target,),
+        )
         return [s for s in map(_row_to_sample, rows) if s is not None]
 
     def _read_targets(self) -> list[str]:
-        reader = self._reader()
-        if reader is None:
-            return []
-        with reader as conn:
-            if self.readonly or self.degraded:
-                if not self._read_checked(conn):
-                    return []
-            else:
-                self._init(conn)
-            rows = conn.execute("SELECT DISTINCT target FROM samples ORDER BY target").fetchall()
+        rows = self._query("SELECT DISTINCT target FROM samples ORDER BY target")
         return [str(r[0]) for r in rows]
 
     def _write(self, batches: Mapping[str, Sequence[Sample]]) -> bool:
