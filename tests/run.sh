@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite from a fresh clone: creates .venv, installs smd with
 # its dev extra, makes sure the PostgreSQL 15 server binaries are present,
-# then runs lint (ruff), the type check (mypy --strict) and pytest.
+# then runs lint (ruff), the import-layer contracts (import-linter), the
+# type check (mypy --strict) and pytest.
 # Extra arguments go to pytest, e.g. `bash tests/run.sh -k sequencer`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,11 @@ bash tests/pgbed/ensure_server.sh || exit 1
 echo "== ruff" >&2
 .venv/bin/ruff check .
 .venv/bin/ruff format --check --quiet . || { echo "tests/run.sh: run '.venv/bin/ruff format .'" >&2; exit 1; }
+# Static tools read directories, not the editable install's import hook:
+# stage the package as the wheel lays it out (symbolic links) and check that.
+.venv/bin/python tests/stage_tree.py >/dev/null
+echo "== import-linter (layers and cycles)" >&2
+(cd .stage && ../.venv/bin/lint-imports ../pyproject.toml --no-cache) | sed -n '/^Contracts/,$p'
 echo "== mypy --strict" >&2
 .venv/bin/mypy
 echo "== pytest" >&2
