@@ -1,335 +1,136 @@
 """The adaptive timeout: a deadline learned from a target's history.
 
-See :class:`AdaptiveTimeout` for the formula. Everything here is a pure
-function of the history (plus the clock, when a wall-time half-life is set),
-so a decision can be replayed, explained and tested without sleeping.
+See :class:`AdaptiveTimeout` for the method and :mod:`smd._survival` for the
+statistics. Everything here is a pure function of the history (plus the
+clock, when a wall-time half-life is set), so a decision can be replayed,
+explained and tested without sleeping. The estimator's parameters (with
+the reasons for their defaults) are in :mod:`smd._adaptive_params`, the
+warm-up, tail and back-off rules in :mod:`smd._adaptive_rules`.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-
-from smd._clock import Clock, SystemClock
-from smd._samples import Sample, TimingHistory
-from smd._settings import Environment, EnvTimeouts
-from smd._timeout_base import TimeoutContext, TimeoutDecision
-
-__all__ = ["INFRASTRUCTURE_PROFILES", "AdaptiveTimeout", "InfrastructureProfile"]
-
-
-@dataclass(frozen=True, slots=True)
-class InfrastructureProfile:
-    """Cold-start allowances of a piece of infrastructure between service and database.
-
-    ``cold_start`` seconds are added to the overall deadline (the no-data
-    default and the learned value alike) and ``attempt`` seconds to the
-    per-attempt deadline, because a cold path can be slower than anything the
-    history has seen yet (e.g. the first start after the path scaled to zero).
-    These are allowances chosen to cover the documented behaviour, not
-    measurements; pass your own profile when you know better.
-    """
-
-    name: str
-    cold_start: float
-    attempt: float
-    description: str
-
-    def __post_init__(self) -> None:
-        for label, value in (("cold_start", self.cold_start), ("attempt", self.attempt)):
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"profile {self.name!r}: {label} must be a finite number >= 0")
-
-
-def _profiles(*profiles: InfrastructureProfile) -> dict[str, InfrastructureProfile]:
-    return {p.name: p for p in profiles}
-
-
-#: The built-in infrastructure profiles, selected with the ``profile`` setting
-#: (``SMD_TIMEOUTS__PROFILE``). An explicit input: smd never guesses it.
-INFRASTRUCTURE_PROFILES: Mapping[str, InfrastructureProfile] = _profiles(
-    InfrastructureProfile("none", 0.0, 0.0, "No allowance: the history is the whole story."),
-    InfrastructureProfile(
-        "cloudsql-connector",
-        5.0,
-        3.0,
-        "Cloud SQL Auth Proxy or a language connector: the first connection fetches "
-        "instance metadata and an ephemeral client certificate from the SQL Admin API "
-        "(a few API round trips, slower when the API throttles).",
-    ),
-    InfrastructureProfile(
-        "cloudsql-vpc-connector",
-        10.0,
-        5.0,
-        "Cloud SQL reached from Cloud Run / Cloud Functions through a Serverless VPC "
-        "Access connector: the connector's certificate fetch plus the first egress "
-        "through a connector that may have scaled in.",
-    ),
-    InfrastructureProfile(
-        "serverless-postgres",
-        5.0,
-        5.0,
-        "A scale-to-zero PostgreSQL compute (e.g. Neon): the first connection wakes the "
-        "compute, typically within a few seconds.",
-    ),
-    InfrastructureProfile(
-        "aurora-serverless",
-        30.0,
-        30.0,
-        "Aurora Serverless with auto-pause: a paused cluster resumes on the first "
-        "connection, which is held open for tens of seconds meanwhile.",
-    ),
-    InfrastructureProfile(
-        "proxy-sidecar",
-        5.0,
-        0.0,
-        "A database proxy sidecar (cloud-sql-proxy, pgbouncer) starting in the same pod: "
-        "connections are refused until it listens.",
-    ),
+from smd._adaptive_params import (
+    _BUILTIN,
+    _BUILTIN_MIN_SAMPLES,
+    _ESTIMATOR_PARAMETERS,
+    AGREEMENT,
+    CONFIDENCE,
+    GROWTH,
+    HALF_LIFE,
+    PATIENCE,
+    PRIOR_DOF,
+    PRIOR_SIGMA,
+    RUN,
+    TAIL_SAMPLES,
+    TARGET,
+    _number,
+    _plural,
+    _seconds_arg,
 )
+from smd._adaptive_rules import attempt_deadline, tail_bound, warm_up
+from smd._profiles import InfrastructureProfile
+from smd._samples import TimingHistory
+from smd._settings import Environment, EnvTimeouts
+from smd._stats import recency_weights
+from smd._timeout_base import TimeoutContext, TimeoutDecision, TimeoutSource
+from smd.clock import Clock, SystemClock
+from smd.plugins import profile as _resolve_profile
 
-# Built-in bounds when neither the constructor nor a context gives them
-# (the production defaults of the settings).
-_BUILTIN = {"default": 30.0, "floor": 1.0, "ceiling": 120.0}
-_BUILTIN_MIN_SAMPLES = 8
-
-
-def _seconds_arg(name: str, value: float | None, *, allow_zero: bool = False) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a finite number of seconds {bound}, got {value!r}")
-    return v
-
-
-@dataclass(frozen=True, slots=True)
-class _Estimate:
-    """What the weighted Kaplan-Meier pass learned from one series."""
-
-    value: float  # the p-quantile of time-to-ready among starts that are not dead
-    n: int  # samples in the series
-    censored: int
-    n_eff: float  # Kish effective size of the uncensored samples
-    unknown_mass: float  # KM mass beyond the largest success
-    dead_mass: float  # part of it attributed to dead databases
-    imputed: bool  # the quantile fell on an imputed (censored x growth) value
-    ignored: int  # lone timeouts far beyond every success: taken for dead databases
-    observed: float  # the quantile among the successes alone
-    largest_success: float | None
-
-
-def _weights(
-    samples: Sequence[Sample], half_life: float, half_life_seconds: float | None, now: float
-) -> list[float]:
-    n = len(samples)
-    out = []
-    for i, s in enumerate(samples):
-        w = 0.5 ** ((n - 1 - i) / half_life)
-        if half_life_seconds is not None:
-            w *= 0.5 ** (max(0.0, now - s.at) / half_life_seconds)
-        out.append(w)
-    return out
-
-
-def _estimate(
-    samples: Sequence[Sample],
-    weights: Sequence[float],
-    *,
-    quantile: float,
-    dead_allowance: float,
-    growth: float,
-    plausible: float,
-    refute: int = 3,
-) -> _Estimate:
-    """Censoring-aware weighted upper quantile (see AdaptiveTimeout's docstring)."""
-    total = sum(weights)
-    rows = [
-        (float(s.seconds or 0.0), s.censored, w / total, i)
-        for i, (s, w) in enumerate(zip(samples, weights, strict=True))
-    ]
-    # Ties: a success at t comes before a timeout at t (the timeout is "at least t").
-    rows.sort(key=lambda r: (r[0], r[1]))
-    events: list[tuple[float, float]] = []  # (time, KM probability mass)
-    surv = 1.0
-    at_risk = 1.0
-    k = 0
-    while k < len(rows):
-        t = rows[k][0]
-        d = 0.0
-        j = k
-        while j < len(rows) and rows[j][0] == t and not rows[j][1]:
-            d += rows[j][2]
-            j += 1
-        if d > 0:
-            new = surv * (1.0 - d / at_risk) if at_risk > 0 else 0.0
-            events.append((t, surv - new))
-            surv = new
-        # Drop this time's successes and timeouts from the risk set.
-        while j < len(rows) and rows[j][0] == t:
-            j += 1
-        at_risk -= sum(r[2] for r in rows[k:j])
-        k = j
-    surv = max(surv, 0.0)
-    largest = events[-1][0] if events else -math.inf
-    # Timeouts still unresolved: no success at or beyond them. Their KM mass
-    # (surv) is shared in proportion to weight, the oldest are blamed on
-    # dead databases first (up to the allowance); the rest are slow starts
-    # whose true value is "at least c": imputed at growth x c.
-    # The observed quantile: among the starts seen to succeed.
-    seen = sum(m for _t, m in events)
-    observed = largest if events else 0.0
-    acc = 0.0
-    for t, m in events:
-        acc += m
-        if acc >= quantile * seen - 1e-12:
-            observed = t
-            break
-    beyond = sorted((r for r in rows if r[1] and r[0] >= largest), key=lambda r: r[3])
-    beyond_w = sum(r[2] for r in beyond)
-    flags = [s.censored for s in samples]
-    # successes_after[i]: successes recorded after sample i.
-    successes_after = [0] * (len(flags) + 1)
-    for i in range(len(flags) - 1, -1, -1):
-        successes_after[i] = successes_after[i + 1] + (0 if flags[i] else 1)
-    dead_budget = min(surv, dead_allowance)
-    dead_mass = 0.0
-    ignored = 0
-    imputed: list[tuple[float, float]] = []
-    last_informative = math.inf
-    for value, _c, w, i in beyond:
-        mass = surv * w / beyond_w if beyond_w > 0 else 0.0
-        # Is this timeout evidence of a slow start (rather than a dead database)?
-        # - near: within `plausible` x the observed quantile, a plausible tail;
-        # - a run of timeouts: dead databases rarely come in pairs, a slower
-        #   regime always does -- until `refute` fast successes follow it;
-        # - climbing: at a deadline that was already exploring beyond an
-        #   earlier informative timeout (the next step of the back-off).
-        near = not events or value <= plausible * observed
-        in_run = ((i > 0 and flags[i - 1]) or (i + 1 < len(flags) and flags[i + 1])) and (
-            successes_after[i] < refute
-        )
-        climbing = value > last_informative * 1.001
-        if not (near or in_run or climbing):
-            dead_mass += mass
-            dead_budget += mass
-            ignored += 1
-            continue
-        last_informative = value if last_informative == math.inf else max(last_informative, value)
-        take = min(mass, dead_budget - dead_mass)
-        dead_mass += take
-        if mass - take > 1e-15:
-            imputed.append((value * growth, mass - take))
-    target = quantile * (1.0 - dead_mass)
-    merged = [(t, m, False) for t, m in events] + [(t, m, True) for t, m in imputed]
-    merged.sort(key=lambda r: r[0])
-    cum = 0.0
-    value, was_imputed = (merged[-1][0], merged[-1][2]) if merged else (0.0, False)
-    for t, m, imp in merged:
-        cum += m
-        if cum >= target - 1e-12:
-            value, was_imputed = t, imp
-            break
-    ok_w = [w for (s, w) in zip(samples, weights, strict=True) if not s.censored]
-    n_eff = (sum(ok_w) ** 2 / sum(w * w for w in ok_w)) if ok_w else 0.0
-    return _Estimate(
-        value=value,
-        n=len(samples),
-        censored=sum(1 for s in samples if s.censored),
-        n_eff=n_eff,
-        unknown_mass=surv,
-        dead_mass=dead_mass,
-        imputed=was_imputed,
-        ignored=ignored,
-        observed=observed,
-        largest_success=None if not events else largest,
-    )
+__all__ = ["AdaptiveTimeout"]
 
 
 class AdaptiveTimeout:
-    """A deadline learned from history: short when the target is fast, long when it is not.
+    """A deadline that gives up on a healthy start with a stated probability.
 
-    Overall deadline (``seconds``), from the ``ready`` series (time from the
-    first attempt to the first success; a timed-out start is a *censored*
-    sample, "at least T"):
+    ``target`` (default 0.5%) is the false-failure rate: the probability that
+    a start which would have become ready is given up on. The overall
+    deadline (``seconds``) is an upper confidence bound of the ``1 - target``
+    quantile of time-to-ready, learned from the ``ready`` series (time from
+    the first attempt to the first success; a start that timed out is a
+    *censored* sample, "at least T"). See :mod:`smd._survival` for the
+    statistics; in short:
 
-    1. **Too little history** (fewer than ``min_samples`` ready samples):
-       the environment's default plus the profile's cold-start allowance,
-       source ``"default"``.
-    2. **Recency weights.** Sample *i* of *n* (oldest first) weighs
-       ``w_i = 2^(-(n-1-i)/half_life)`` (optionally also halved every
-       ``half_life_seconds`` of age), so a regime shift takes over within a
-       few dozen starts while a bimodal tail is still remembered.
-    3. **Weighted Kaplan-Meier.** The survival curve ``S(t)`` of
-       time-to-ready uses every sample: a timeout at ``c`` leaves the risk set
-       at ``c`` instead of being dropped or read as a success, so timeouts
-       *inside* the observed range push the quantile up.
-    4. **Dead databases vs slow starts.** A timeout at ``c`` beyond the
-       largest success is a start whose true value was never seen: a dead
-       database or a slow start, which no process can tell apart. Its KM
-       mass (``S`` after the largest success, shared by weight) is judged:
+    1. **Recency weights.** Sample *i* of *n* (oldest first) weighs
+       ``2^(-(n-1-i)/half_life)`` (also halved every ``half_life_seconds``
+       of age when set); ``n_eff`` is Kish's effective sample size.
+    2. **Censoring.** A weighted Kaplan-Meier survival uses every sample: a
+       timeout at ``c`` leaves the risk set at ``c``, so timeouts inside the
+       observed range push the quantile up.
+    3. **Tail.** Above a threshold the healthy tail is Pareto-type (the
+       peaks-over-threshold view of extreme-value theory; it over-estimates
+       every lighter tail). The threshold is chosen by Lepski's rule among
+       the top 2, 3, 4.5, ... up to ``tail_samples`` effective successes: the
+       widest whose estimate agrees (within ``agreement`` standard errors)
+       with every narrower one, so a Pareto tail uses many samples and a
+       cold-start mode is not fitted together with the body.
+    4. **Dead starts are not slow samples.** A timeout beyond every success
+       is dead or slow; it is dead with its posterior probability under a
+       cure-fraction mixture (EM on the dead share, the tail shape fixed):
+       far beyond what the tail predicts it is a dead database and teaches
+       nothing; near the successes it is mostly a slow start and adds mass
+       to the tail.
+    5. **Bound.** The ``1 - target`` quantile is extrapolated along the tail
+       (Weissman's estimator) and bounded above at ``confidence`` with its
+       log-normal error, which is wide when the tail has few samples; it is
+       never below the Kaplan-Meier quantile. The explanation names the
+       quantile, the bound, the effective samples and the timeouts taken for
+       dead starts.
+    6. **Back-off.** For ``patience`` starts after a timeout within
+       ``growth`` x the bound (or ending a run of ``run`` timeouts, or itself
+       backed off) the deadline is at least ``growth`` x the timed-out one,
+       climbing while they time out too (TCP's retransmission back-off): a
+       slower regime, an outage that ends, or a slow mode just beyond the
+       deadline is found, and a dead database costs ``patience`` longer
+       deadlines. A lone timeout far beyond the bound (at a floor well above
+       every start) costs nothing more.
+    7. **Warm-up** (fewer than ``min_samples`` samples): the predictive
+       ``1 - target`` bound of a log-normal with a weak prior on its spread
+       (``prior_sigma``, ``prior_dof``): a Student-t factor, huge with one
+       sample and narrowing as they agree, so the deadline shrinks gradually
+       from the environment's default instead of all at once. A timeout seen
+       during the warm-up keeps the deadline at ``growth`` x it (dead or
+       slow cannot be told apart from so few starts). No sample at all: the
+       default, source ``"default"``.
+    8. **Profile and clamps.** ``T += profile.cold_start``, then
+       ``min(max(T, floor), ceiling)``. If the history holds no timeout and
+       every success is within the default, ``T`` is also capped at the
+       no-data default: fast healthy history only ever shortens it. With no
+       success at all, ``T`` is at least the no-data default (and backs off
+       beyond it): timeouts alone only ever lengthen it.
 
-       - a *lone* timeout *far* beyond what has been seen (more than
-         ``plausible x`` the quantile of the successes) is a dead database
-         and teaches nothing about latency;
-       - a timeout that is *near* (a plausible tail), part of a *run* of
-         timeouts (dead databases rarely come in pairs, a slower regime
-         always does; a run stops counting once ``3`` successes followed
-         it), or *climbing* above an earlier such timeout (the next step of
-         the exploration) may be a slow start. Up to ``dead_allowance`` of
-         that mass (oldest first) is still put down to dead databases; the
-         rest is imputed at ``growth x c`` -- explore beyond the deadline
-         that was too short, like TCP's back-off.
+    **It grows faster than it shrinks.** The newest sample of a full history
+    weighs ~0.7% of it (``half_life`` 128, 256 samples), more than the
+    target, so one success beyond the deadline is covered at once, and
+    timeouts back off geometrically (a 10x slower regime is covered within
+    ~5-11 starts). Shrinking needs the slow samples' weight to fall below the
+    target: ``log2(1/target)`` (7.6) half-lives, so in practice the whole
+    256-sample history (~250 starts).
 
-       So timeouts keep the deadline long *until the real value is seen*
-       (then Kaplan-Meier takes over), occasional dead databases do not
-       inflate it, and a run of timeouts (a slower regime, rare cold starts
-       never seen yet) grows it geometrically up to the ceiling.
-    5. **Quantile.** ``q`` = the smallest time where the cumulative mass of
-       successes and imputed values reaches ``quantile x (1 - dead mass)``:
-       an upper quantile of the time-to-ready of starts that do become ready.
-       Because it is a quantile of the whole mixture, a fast body plus rare
-       slow cold starts (bimodal latency) yields a deadline that covers the
-       cold starts as soon as they are more frequent than ``1 - quantile``.
-    6. **Safety multiplier.** ``T = q x margin x (1 + small_n / sqrt(n_eff))``
-       where ``n_eff = (sum w)^2 / sum w^2`` over the successes: with few
-       effective samples the empirical upper quantile is close to the
-       maximum and biased low, so the multiplier is larger.
-    7. **Profile and clamps.** ``T += profile.cold_start``, then
-       ``T = min(max(T, floor), ceiling)``. If the history holds no timeout
-       and every success is within the default, ``T`` is also capped at the
-       no-data default: fast healthy history only ever shortens it. With
-       no success at all, ``T`` is at least the no-data default: timeouts
-       alone only ever lengthen it.
+    **Limits.** A slow mode that has never been seen (beyond every deadline
+    so far) is, in this data, the same thing as dead starts at the same rate:
+    no estimator can tell them apart without waiting longer, and waiting
+    longer costs every dead start. It is learnt from the warm-up's long
+    deadlines or when it lies within reach of the back-off (``growth`` x the
+    bound); a rarer, farther mode (e.g. 2-5% cold starts at 10-40x the body)
+    stays a false failure. ``benchmarks/timeout_quality.py`` measures this on
+    held-out families.
 
     Per-attempt deadline (``attempt_seconds``), from the ``attempt`` series
-    (latencies of single answered attempts; never censored): the same
-    weighted quantile, multiplier and profile ``attempt`` allowance, clamped
-    to ``[min(floor, seconds), seconds]``. With fewer than ``min_samples``
-    attempts it is ``seconds`` (one attempt may use the whole deadline), so
-    it is always a number.
+    (latencies of single answered attempts; never dead): the same bound plus
+    the profile ``attempt`` allowance, clamped to ``[min(floor, seconds),
+    seconds]``; with fewer than ``min_samples`` attempts it is ``seconds``.
 
     Failures of kind ``configuration`` or ``application`` live in the
-    ``failure`` series and never enter either estimate: they teach nothing
-    about latency.
-
-    Known limits (measured in the benchmark): shrinking after the target got
-    faster takes about ``4 x half_life`` starts (244 at the defaults: the old
-    slow samples must weigh less than ``1 - quantile``); a 5% slow mode that
-    stops for ~``2 x half_life`` starts (121) is forgotten and costs a few
-    false failures to relearn when it comes back; ``dead_allowance`` must exceed the real rate of dead starts
-    (with 2% dead starts, 3% works and 2% doubles the detection time).
+    ``failure`` series and never enter either estimate.
 
     ``default``, ``floor``, ``ceiling``, ``min_samples`` and ``profile`` left
     at ``None`` come from the :class:`~smd.timeouts.TimeoutContext` given to
     :meth:`compute` (the environment's settings), else from built-in values
     (default 30 s, floor 1 s, ceiling 120 s, 8 samples, no profile). The
-    remaining parameters are the estimator's; their defaults were chosen with
-    ``benchmarks/timeout_quality.py``.
+    other parameters are the estimator's; their defaults (module constants of
+    ``smd._adaptive``, each with the reason for its value) were chosen on the
+    training set of ``benchmarks/timeout_quality.py``.
     """
 
     def __init__(
@@ -341,48 +142,47 @@ class AdaptiveTimeout:
         min_samples: int | None = None,
         profile: str | InfrastructureProfile | None = None,
         clock: Clock | None = None,
-        quantile: float = 0.99,
-        margin: float = 1.25,
-        small_n: float = 1.0,
-        half_life: float = 64.0,
+        target: float = TARGET,
+        confidence: float = CONFIDENCE,
+        half_life: float = HALF_LIFE,
         half_life_seconds: float | None = None,
-        dead_allowance: float = 0.03,
-        growth: float = 2.0,
-        plausible: float = 3.0,
+        tail_samples: float = TAIL_SAMPLES,
+        agreement: float = AGREEMENT,
+        growth: float = GROWTH,
+        patience: int = PATIENCE,
+        run: int = RUN,
+        prior_sigma: float = PRIOR_SIGMA,
+        prior_dof: float = PRIOR_DOF,
     ) -> None:
         self.default = _seconds_arg("default", default)
         self.floor = _seconds_arg("floor", floor)
         self.ceiling = _seconds_arg("ceiling", ceiling)
         if self.floor is not None and self.ceiling is not None and self.floor > self.ceiling:
             raise ValueError(f"floor ({self.floor:g}s) is above ceiling ({self.ceiling:g}s)")
-        if min_samples is not None and (isinstance(min_samples, bool) or min_samples < 1):
+        if min_samples is not None and (
+            isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 1
+        ):
             raise ValueError(f"min_samples must be an integer >= 1, got {min_samples!r}")
         self.min_samples = min_samples
         self.profile = None if profile is None else _resolve_profile(profile)
         self.clock: Clock = clock or SystemClock()
-        if not 0.5 <= quantile < 1:
-            raise ValueError(f"quantile must be in [0.5, 1), got {quantile!r}")
-        if not 0 <= dead_allowance < 1:
-            raise ValueError(f"dead_allowance must be in [0, 1), got {dead_allowance!r}")
-        for name, value, low in (
-            ("margin", margin, 1.0),
-            ("growth", growth, 1.0),
-            ("plausible", plausible, 1.0),
-        ):
-            if not math.isfinite(value) or value < low:
-                raise ValueError(f"{name} must be a finite number >= {low:g}, got {value!r}")
-        if not math.isfinite(small_n) or small_n < 0:
-            raise ValueError(f"small_n must be a finite number >= 0, got {small_n!r}")
-        if not math.isfinite(half_life) or half_life <= 0:
-            raise ValueError(f"half_life must be a positive number of samples, got {half_life!r}")
+        self.target = _number("target", target, 0.0, 0.5)
+        self.confidence = _number("confidence", confidence, 0.0, 1.0)
+        if self.confidence < 0.5:
+            raise ValueError(f"confidence must be in [0.5, 1), got {confidence!r}")
+        self.half_life = _number("half_life", half_life, 0.0)
         self.half_life_seconds = _seconds_arg("half_life_seconds", half_life_seconds)
-        self.quantile = quantile
-        self.margin = margin
-        self.small_n = small_n
-        self.half_life = half_life
-        self.dead_allowance = dead_allowance
-        self.growth = growth
-        self.plausible = plausible
+        self.tail_samples = _number("tail_samples", tail_samples, 4.0, inclusive=True)
+        self.agreement = _number("agreement", agreement, 0.0)
+        self.growth = _number("growth", growth, 1.0, inclusive=True)
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
+            raise ValueError(f"patience must be an integer >= 0, got {patience!r}")
+        self.patience = patience
+        if isinstance(run, bool) or not isinstance(run, int) or run < 1:
+            raise ValueError(f"run must be an integer >= 1, got {run!r}")
+        self.run = run
+        self.prior_sigma = _number("prior_sigma", prior_sigma, 0.0)
+        self.prior_dof = _number("prior_dof", prior_dof, 0.0)
 
     @classmethod
     def from_settings(cls, settings: object, **overrides: object) -> AdaptiveTimeout:
@@ -443,54 +243,55 @@ class AdaptiveTimeout:
         allowance = (
             f" + {profile.cold_start:g}s profile {profile.name}" if profile.cold_start else ""
         )
+        values = [float(s.seconds or 0.0) for s in ready]
+        censored = [s.censored for s in ready]
+        n = len(ready)
+        n_censored = sum(censored)
         details: dict[str, object] = {
             "environment": env,
-            "samples": len(ready),
-            "censored": sum(1 for s in ready if s.censored),
+            "samples": n,
+            "censored": n_censored,
             "min_samples": min_samples,
             "default": default,
             "floor": floor,
             "ceiling": ceiling,
             "profile": profile.name,
             "profile_allowance": profile.cold_start,
+            "target": self.target,
+            "quantile": 1.0 - self.target,
+            "confidence": self.confidence,
         }
-        if len(ready) < min_samples:
-            attempt = self._attempt(history, no_data, floor, profile, min_samples, details)
-            details.update(statistic="none", raw=None, clamp="none")
+        successes = [v for v, c in zip(values, censored, strict=True) if not c]
+        if n == 0 or (n < min_samples and not successes):
+            attempt = attempt_deadline(self, history, no_data, floor, profile, min_samples, details)
+            details.update(statistic="none", raw=None, clamp="none", n_eff=0.0)
+            why = "no success yet" if n else "no sample yet"
             return TimeoutDecision(
                 seconds=no_data,
                 source="default",
                 explanation=(
-                    f"default {no_data:g}s: {len(ready)} ready sample"
-                    f"{'' if len(ready) == 1 else 's'} < min {min_samples} "
+                    f"default {no_data:g}s: {_plural(n, 'ready sample')}, {why} "
                     f"({env} default {default:g}s{allowance})"
                 ),
                 attempt_seconds=attempt,
                 details=details,
             )
-        now = self.clock.wall()
-        weights = _weights(ready, self.half_life, self.half_life_seconds, now)
-        est = _estimate(
-            ready,
-            weights,
-            quantile=self.quantile,
-            dead_allowance=self.dead_allowance,
-            growth=self.growth,
-            plausible=self.plausible,
-        )
-        mult = (
-            self.margin * (1.0 + self.small_n / math.sqrt(est.n_eff))
-            if est.n_eff
-            else (self.margin * (1.0 + self.small_n))
-        )
-        raw = est.value * mult + profile.cold_start
+        weights = recency_weights(ready, self.half_life, self.half_life_seconds, self.clock.wall())
+        total = sum(weights)
+        n_eff = total * total / sum(w * w for w in weights)
+        details["n_eff"] = n_eff
+        if n < min_samples:
+            stat_value, backoff, stat = warm_up(self, values, censored, successes, details)
+        else:
+            stat_value, backoff, stat = tail_bound(self, values, censored, weights, details)
+        details.update(backoff=backoff or None)
+        raw = max(stat_value, backoff) + profile.cold_start
         cap = ceiling
-        fast_only = est.censored == 0 and (est.largest_success or 0.0) <= default
-        if fast_only:
+        if n_censored == 0 and max(successes) <= default:
             cap = min(ceiling, no_data)
         # Without a single success there is no evidence that this target can
         # be fast: censored samples may only lengthen the deadline.
-        low = floor if est.largest_success is not None else max(floor, min(no_data, cap))
+        low = floor if successes else max(floor, min(no_data, cap))
         seconds = min(max(raw, low), cap)
         if seconds == raw:
             clamp = "none"
@@ -502,69 +303,33 @@ class AdaptiveTimeout:
             clamp = f"no-data default {cap:g}s (no timeout seen, every start within it)"
         else:
             clamp = f"ceiling {ceiling:g}s"
-        qname = f"q{self.quantile * 100:g}"
-        stat = f"weighted Kaplan-Meier {qname}" + (
-            f" (imputed {self.growth:g}x an unresolved timeout)" if est.imputed else ""
-        )
-        details.update(
-            statistic=stat,
-            quantile=self.quantile,
-            estimate=est.value,
-            multiplier=mult,
-            n_eff=est.n_eff,
-            unknown_mass=est.unknown_mass,
-            dead_mass=est.dead_mass,
-            imputed=est.imputed,
-            dead_timeouts=est.ignored,
-            observed_quantile=est.observed,
-            raw=raw,
-            clamp=clamp,
-        )
-        attempt = self._attempt(history, seconds, floor, profile, min_samples, details)
-        basis = f"{stat} {est.value:.3g}s x {mult:.2f}"
-        if est.ignored:
-            basis += f" ({est.ignored} lone far timeout{'s' if est.ignored > 1 else ''} taken for a dead database)"
+        details.update(raw=raw, clamp=clamp)
+        attempt = attempt_deadline(self, history, seconds, floor, profile, min_samples, details)
+        source: TimeoutSource = "default" if n < min_samples and seconds == no_data else "adaptive"
+        head = source
         explanation = (
-            f"adaptive {seconds:.3g}s from {est.n} ready samples ({est.censored} censored, "
-            f"n_eff {est.n_eff:.0f}): {basis}{allowance} = {raw:.3g}s; clamp: {clamp}"
+            f"{head} {seconds:.3g}s from {_plural(n, 'ready sample')} ({n_censored} censored, "
+            f"n_eff {n_eff:.0f}): {stat}{allowance}; clamp: {clamp}"
         )
         return TimeoutDecision(
             seconds=seconds,
-            source="adaptive",
+            source=source,
             explanation=explanation,
             attempt_seconds=attempt,
             details=details,
         )
 
-    def _attempt(
-        self,
-        history: TimingHistory,
-        seconds: float,
-        floor: float,
-        profile: InfrastructureProfile,
-        min_samples: int,
-        details: dict[str, object],
-    ) -> float:
-        attempts = history.attempts
-        details["attempt_samples"] = len(attempts)
-        if len(attempts) < min_samples:
-            details["attempt_statistic"] = "none (whole deadline per attempt)"
-            return seconds
-        weights = _weights(attempts, self.half_life, self.half_life_seconds, self.clock.wall())
-        est = _estimate(
-            attempts,
-            weights,
-            quantile=self.quantile,
-            dead_allowance=0.0,
-            growth=self.growth,
-            plausible=self.plausible,
-        )
-        mult = self.margin * (1.0 + self.small_n / math.sqrt(est.n_eff))
-        raw = est.value * mult + profile.attempt
-        value = min(max(raw, min(floor, seconds)), seconds)
-        details["attempt_statistic"] = f"weighted q{self.quantile * 100:g} {est.value:.3g}s"
-        details["attempt_raw"] = raw
-        return value
+    def spec(self) -> dict[str, object]:
+        """The constructor arguments (what ``smd history`` needs to rebuild this policy)."""
+        out: dict[str, object] = {"type": "adaptive"}
+        for name in ("default", "floor", "ceiling", "min_samples"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        if self.profile is not None:
+            out["profile"] = self.profile.name
+        for name in _ESTIMATOR_PARAMETERS:
+            out[name] = getattr(self, name)
+        return out
 
     def __repr__(self) -> str:
         parts = [
@@ -579,16 +344,3 @@ class AdaptiveTimeout:
             if v is not None
         ]
         return f"AdaptiveTimeout({', '.join(parts)})"
-
-
-def _resolve_profile(profile: str | InfrastructureProfile) -> InfrastructureProfile:
-    if isinstance(profile, InfrastructureProfile):
-        return profile
-    key = str(profile).strip().lower()
-    try:
-        return INFRASTRUCTURE_PROFILES[key]
-    except KeyError:
-        accepted = ", ".join(INFRASTRUCTURE_PROFILES)
-        raise ValueError(
-            f"unknown infrastructure profile {profile!r}; accepted: {accepted}"
-        ) from None

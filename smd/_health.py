@@ -2,7 +2,7 @@
 
 No framework is imported here: the app speaks raw ASGI so it can be mounted
 in Starlette or FastAPI, or served on its own. The verdicts come from a
-:class:`~smd._readiness.Readiness` snapshot; nothing here ever touches an
+:class:`~smd.readiness.Readiness` snapshot; nothing here ever touches an
 external service (liveness must not fail because the database is down, or
 an orchestrator would restart a process that cannot fix the database).
 
@@ -22,8 +22,10 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
+
+from smd import prometheus
+from smd._dashboard import dashboard_app
 
 __all__ = [
     "CHECKS",
@@ -91,12 +93,6 @@ def _snapshot_dict(readiness: ReadinessLike | None) -> dict[str, Any] | None:
     return dict(data)
 
 
-def _iso(seconds: object) -> str | None:
-    if not isinstance(seconds, int | float):
-        return None
-    return datetime.fromtimestamp(seconds, tz=UTC).isoformat(timespec="milliseconds")
-
-
 def evaluate(
     check: str, readiness: ReadinessLike | None, *, degraded_ready: bool = True
 ) -> HealthResponse:
@@ -123,7 +119,6 @@ def evaluate(
         "status": "ok" if ok else "unavailable",
         "state": state,
         "since": snap.get("since"),
-        "since_iso": _iso(snap.get("since")),
         "reasons": list(snap.get("reasons", ())),
     }
     if check != "livez":
@@ -193,8 +188,16 @@ async def _send_json(
     await send({"type": "http.response.body", "body": b"" if head else payload})
 
 
+def metrics_endpoint() -> ASGIApp | None:
+    """``/metrics`` (prometheus-client's global registry) when the extra is installed."""
+    return prometheus.metrics_app() if prometheus.available() else None
+
+
 def health_app(
-    readiness: HealthSource | None = None, *, degraded_ready: bool | None = None
+    readiness: HealthSource | None = None,
+    *,
+    degraded_ready: bool | None = None,
+    dashboard: bool = False,
 ) -> ASGIApp:
     """A small ASGI app answering ``GET /startupz``, ``/readyz`` and ``/livez``.
 
@@ -203,8 +206,14 @@ def health_app(
     state, so ``Mount("/", app=health_app())`` or ``app.mount("/health",
     health_app())`` is all it takes. ``degraded_ready`` (default: the
     lifespan's setting, else ``True``) decides whether ``/readyz`` is 200 when
-    degraded. Other paths get 404, other methods 405, both with JSON bodies.
+    degraded. With the ``prometheus`` extra installed it also serves
+    ``/metrics`` (the global registry); with ``dashboard=True``, ``/smd``
+    (the ``smd history --html`` page, opt-in: it names hosts). Other paths get 404, other methods
+    405, both with JSON bodies.
     """
+
+    metrics = metrics_endpoint()
+    page = dashboard_app() if dashboard else None
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope.get("type")
@@ -219,6 +228,12 @@ def health_app(
         if kind != "http":
             raise RuntimeError(f"smd health endpoints speak HTTP only, not {kind!r}")
         check = _route_path(scope).strip("/")
+        if check == "metrics" and metrics is not None:
+            await metrics(scope, receive, send)
+            return
+        if check == "smd" and page is not None:
+            await page(scope, receive, send)
+            return
         if check not in CHECKS:
             await _send_json(
                 send,

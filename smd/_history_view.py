@@ -9,65 +9,36 @@ degraded startups, and the timeout a policy would use now, with its
 explanation. :func:`render_text` is the human rendering; ``to_dict`` the
 JSON one.
 
-A target names one dependency in one environment, ``<dependency>@<env>``
-(``postgres://db.internal:5432/app@production``, ``phase:cache@staging``).
+A target names one dependency of one startup in one environment
+(``api/postgres://db.internal:5432/app@production``); the timeout shown is
+what :func:`smd.timeouts.phase_timeout` computes with the policy the phase
+recorded, the same number ``smd plan`` and ``smd run`` use.
 """
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
-from smd._clock import Clock, SystemClock
-from smd._matrix import DEFAULT_CONFIDENCE, SuccessRate, success_rate
+from smd._deadline import phase_timeout, policy_from_spec
+from smd._encode import SKIP, TIMESTAMP, encode, iso
 from smd._samples import Sample, Series, TimingHistory
-from smd._store import HistoryStore
-from smd._timeout_base import TimeoutContext, TimeoutDecision, TimeoutPolicy
+from smd._settings import Environment, Settings
+from smd._stats import DEFAULT_CONFIDENCE, SuccessRate, quantile, success_rate
+from smd._store import HistoryStore, TargetInfo, split_target
+from smd._timeout_base import TimeoutDecision
+from smd.clock import Clock, SystemClock
 
 __all__ = [
     "QUANTILES",
     "SeriesStats",
     "TargetSummary",
-    "quantile",
     "render_text",
-    "split_target",
     "summarize",
     "summarize_history",
 ]
 
 QUANTILES: tuple[float, ...] = (0.5, 0.9, 0.99)
-
-# An environment suffix is a plain word: "postgres://u@h/db" has an '@' but
-# what follows it is a host, not an environment.
-_ENV_RE = re.compile(r"[A-Za-z0-9_.-]+")
-
-
-def split_target(target: str) -> tuple[str, str | None]:
-    """``"<dependency>@<env>"`` as ``(dependency, env)``; ``env`` is None when absent."""
-    dependency, sep, env = target.rpartition("@")
-    if sep and dependency and _ENV_RE.fullmatch(env):
-        return dependency, env
-    return target, None
-
-
-def quantile(values: Sequence[float], q: float) -> float | None:
-    """The empirical ``q`` quantile by linear interpolation between order statistics.
-
-    (Hyndman & Fan type 7, numpy's default.) ``None`` for no values; with
-    one value every quantile is that value.
-    """
-    if not 0.0 <= q <= 1.0:
-        raise ValueError(f"quantile must be in [0, 1], got {q!r}")
-    if not values:
-        return None
-    xs = sorted(values)
-    pos = q * (len(xs) - 1)
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
 def _label(q: float) -> str:
@@ -114,40 +85,47 @@ class SeriesStats:
         return next((v for k, v in self.quantiles if k == q), None)
 
     def to_dict(self) -> dict[str, object]:
-        return {
-            "series": self.series,
-            "count": self.count,
-            "uncensored": self.uncensored,
-            "censored": self.censored,
-            "quantiles": {_label(q): round(v, 6) for q, v in self.quantiles},
-            "min": None if self.minimum is None else round(self.minimum, 6),
-            "max": None if self.maximum is None else round(self.maximum, 6),
-        }
+        data: dict[str, object] = encode(
+            {
+                "series": self.series,
+                "count": self.count,
+                "uncensored": self.uncensored,
+                "censored": self.censored,
+                "quantiles": {_label(q): v for q, v in self.quantiles},
+                "min": self.minimum,
+                "max": self.maximum,
+            }
+        )
+        return data
 
 
 @dataclass(frozen=True, slots=True)
 class TargetSummary:
     """Everything ``smd history`` shows about one target.
 
-    ``timeout`` is what the target's timeout policy computes from this
-    history now; ``timeout_error`` says why it is missing if the policy
-    could not be built or failed (the view never raises for one target).
+    ``timeout`` is what the phase's own timeout policy (recorded with the
+    target) computes from this history now, through the same function the
+    run uses; ``timeout_error`` says why it is missing when the policy cannot
+    be rebuilt (a custom policy) or failed (the view never raises for one target).
     """
 
     target: str
     dependency: str
     environment: str | None
-    counts: dict[str, int]
+    counts: Mapping[str, int]
     ready: SeriesStats
     attempt: SeriesStats
-    failures: dict[str, int]
+    failures: Mapping[str, int]
     success: SuccessRate
     consecutive_degraded: int
-    first_at: float | None
-    last_at: float | None
+    first_at: float | None = field(metadata=TIMESTAMP)
+    last_at: float | None = field(metadata=TIMESTAMP)
     total: int
+    startup: str = ""
+    phase: str = ""
     timeout: TimeoutDecision | None = None
     timeout_error: str | None = None
+    history: TimingHistory | None = field(default=None, repr=False, compare=False, metadata=SKIP)
 
     @property
     def censored(self) -> int:
@@ -155,44 +133,34 @@ class TargetSummary:
         return self.ready.censored
 
     def to_dict(self) -> dict[str, object]:
-        """JSON-ready form."""
-        return {
-            "target": self.target,
-            "dependency": self.dependency,
-            "environment": self.environment,
-            "samples": dict(self.counts),
-            "total_samples": self.total,
-            "ready": self.ready.to_dict(),
-            "attempt": self.attempt.to_dict(),
-            "censored": self.censored,
-            "failures": dict(self.failures),
-            "success_rate": self.success.to_dict(),
-            "consecutive_degraded": self.consecutive_degraded,
-            "first_sample_at": _iso(self.first_at),
-            "last_sample_at": _iso(self.last_at),
-            "timeout": None if self.timeout is None else self.timeout.to_dict(),
-            "timeout_error": self.timeout_error,
-        }
-
-
-def _iso(at: float | None) -> str | None:
-    if at is None:
-        return None
-    return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        """JSON-ready form (rounded and redacted)."""
+        data: dict[str, object] = encode(self)
+        data["censored"] = self.censored
+        data["ready"] = self.ready.to_dict()
+        data["attempt"] = self.attempt.to_dict()
+        return data
 
 
 def summarize_history(
     target: str,
     history: TimingHistory,
-    policy: TimeoutPolicy | None = None,
     *,
     now: float,
-    context: TimeoutContext | None = None,
-    half_life_hours: float = 72.0,
+    info: TargetInfo | None = None,
+    settings: Settings | None = None,
+    half_life_hours: float | None = None,
     confidence: float = DEFAULT_CONFIDENCE,
 ) -> TargetSummary:
-    """The summary of one target's history (no store involved)."""
+    """The summary of one target's history (no store involved).
+
+    With ``settings``, the timeout is computed with the policy recorded in
+    ``info`` (``{"type": "default"}`` when none was recorded: the settings'
+    ``phase_timeout``) and the target's environment bounds.
+    """
+    info = info or TargetInfo(target)
     dependency, env = split_target(target)
+    dependency = info.dependency or dependency
+    env = info.environment or env
     samples = history.all_samples()
     failures: dict[str, int] = {}
     for s in history.failures:
@@ -200,11 +168,19 @@ def summarize_history(
         failures[key] = failures.get(key, 0) + 1
     decision: TimeoutDecision | None = None
     error: str | None = None
-    if policy is not None:
-        try:
-            decision = policy.compute(history, context)
-        except Exception as err:  # one bad policy must not hide the others
-            error = f"{type(err).__name__}: {err}"
+    if settings is not None:
+        policy = policy_from_spec(info.policy or {"type": "default"})
+        if isinstance(policy, str):
+            error = policy
+        else:
+            try:
+                environment = Environment.parse(env) if env else settings.environment
+            except ValueError:
+                environment = settings.environment
+            decision = phase_timeout(policy, history, settings, environment=environment)
+    hl = half_life_hours
+    if hl is None:
+        hl = settings.bypass.success_half_life_hours if settings is not None else 72.0
     return TargetSummary(
         target=target,
         dependency=dependency,
@@ -213,65 +189,52 @@ def summarize_history(
         ready=SeriesStats.of(Series.READY, history.ready),
         attempt=SeriesStats.of(Series.ATTEMPT, history.attempts),
         failures=dict(sorted(failures.items())),
-        success=success_rate(history, now, half_life_hours, confidence=confidence),
+        success=success_rate(history, now, hl, confidence=confidence),
         consecutive_degraded=history.consecutive_bypasses(),
         first_at=samples[0].at if samples else None,
         last_at=samples[-1].at if samples else None,
+        total=len(samples),
+        startup=info.startup,
+        phase=info.phase,
         timeout=decision,
         timeout_error=error,
-        total=len(samples),
+        history=history,
     )
 
 
 def summarize(
     store: HistoryStore,
-    policy_factory: Callable[[str], TimeoutPolicy] | None = None,
+    settings: Settings | None = None,
     *,
-    context_factory: Callable[[str], TimeoutContext | None] | None = None,
     targets: Iterable[str] | None = None,
     clock: Clock | None = None,
-    half_life_hours: float = 72.0,
     confidence: float = DEFAULT_CONFIDENCE,
 ) -> list[TargetSummary]:
-    """One :class:`TargetSummary` per target, sorted by target.
+    """One :class:`TargetSummary` per target, sorted by target, in one batched read.
 
-    ``policy_factory(target)`` gives the timeout policy to evaluate for a
-    target (``None``: no timeout shown), and ``context_factory(target)`` the
-    :class:`~smd.TimeoutContext` passed to its ``compute`` (the target's
-    environment bounds and profile; default ``None``). ``targets`` restricts the view
-    (default: every target the store knows). ``half_life_hours`` and
-    ``confidence`` are the success-rate decay and Wilson confidence
-    (pass the bypass settings' values to match what ``conditional`` sees).
+    ``settings`` give the environment bounds and the success-rate half-life
+    (``None``: no timeout is computed). ``targets`` restricts the view
+    (default: every target the store knows).
     """
     clock = clock or SystemClock()
     now = clock.wall()
-    names = sorted(set(store.targets() if targets is None else targets))
-    out: list[TargetSummary] = []
-    for target in names:
-        history = store.load(target, clock=clock)
-        policy: TimeoutPolicy | None = None
-        context: TimeoutContext | None = None
-        error: str | None = None
-        try:
-            if policy_factory is not None:
-                policy = policy_factory(target)
-            if context_factory is not None:
-                context = context_factory(target)
-        except Exception as err:  # one bad target must not hide the others
-            policy, error = None, f"{type(err).__name__}: {err}"
-        summary = summarize_history(
-            target,
-            history,
-            policy,
+    known = store.targets()
+    names = sorted(set(known if targets is None else targets))
+    histories = dict(store.load_many(names, clock=clock))
+    for name in names:
+        # A third-party store may leave out a target it knows nothing about.
+        histories.setdefault(name, TimingHistory(clock=clock))
+    return [
+        summarize_history(
+            name,
+            histories[name],
             now=now,
-            context=context,
-            half_life_hours=half_life_hours,
+            info=known.get(name),
+            settings=settings,
             confidence=confidence,
         )
-        if error is not None:
-            summary = replace(summary, timeout_error=error)
-        out.append(summary)
-    return out
+        for name in names
+    ]
 
 
 # -- text ---------------------------------------------------------------------------
@@ -298,7 +261,8 @@ def _series_line(stats: SeriesStats) -> str:
 
 def _render_one(s: TargetSummary) -> list[str]:
     env = f"  [{s.environment}]" if s.environment else ""
-    lines = [f"{s.dependency}{env}"]
+    owner = f"  (startup {s.startup}, phase {s.phase})" if s.startup else ""
+    lines = [f"{s.dependency}{env}{owner}"]
     c = s.counts
     lines.append(
         f"  samples      ready {c.get('ready', 0)} ({s.censored} censored)"
@@ -332,7 +296,7 @@ def _render_one(s: TargetSummary) -> list[str]:
         lines.append(f"               {t.explanation}")
     elif s.timeout_error is not None:
         lines.append(f"  timeout now  unavailable: {s.timeout_error}")
-    lines.append(f"  last sample  {_iso(s.last_at) or '-'}")
+    lines.append(f"  last sample  {iso(s.last_at) or '-'}")
     return lines
 
 

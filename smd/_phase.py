@@ -1,37 +1,31 @@
-"""Phases, the context they run with, and the ``Startup`` that holds them."""
+"""Phases and the context they run with."""
 
 from __future__ import annotations
 
 import inspect
-import math
 import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload, runtime_checkable
 
-import anyio
-
-from smd._clock import Clock
 from smd._policy import BypassPolicy
 from smd._samples import TimingHistory
 from smd._timeout_base import FixedTimeout, TimeoutDecision, TimeoutPolicy
+from smd._units import seconds as _seconds
+from smd.clock import Clock
+from smd.exceptions import InvalidPlan
+from smd.retry import Attempt
 
 if TYPE_CHECKING:
-    from smd._plan import Plan
-    from smd._report import Report
     from smd._settings import Settings
 
-__all__ = ["Attempt", "InvalidPlan", "Phase", "PhaseContext", "PhaseLike", "Startup"]
+__all__ = ["Phase", "PhaseContext", "PhaseFn", "PhaseLike", "TeardownFn"]
 
 PhaseFn = Callable[["PhaseContext"], Awaitable[Any]]
 TeardownFn = Callable[[Any], Awaitable[None]]
-F = TypeVar("F", bound=PhaseFn)
+T = TypeVar("T")
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]*$")
-
-
-class InvalidPlan(ValueError):
-    """The declared phases do not form a valid plan; the message names the culprit."""
 
 
 def _check_timeout(name: str, timeout: object) -> float | TimeoutPolicy | None:
@@ -42,11 +36,12 @@ def _check_timeout(name: str, timeout: object) -> float | TimeoutPolicy | None:
             f"phase {name!r}: timeout must be a positive finite number of seconds "
             f"or a timeout policy, got {timeout!r}"
         )
-    if not math.isfinite(timeout) or timeout <= 0:
+    try:
+        return _seconds("timeout", timeout)
+    except ValueError:
         raise InvalidPlan(
             f"phase {name!r}: timeout must be a positive finite number of seconds, got {timeout!r}"
-        )
-    return float(timeout)
+        ) from None
 
 
 def _is_async(fn: object) -> bool:
@@ -66,7 +61,11 @@ class Phase:
     ``teardown`` is awaited with that value at shutdown (reverse order).
     ``target`` names the dependency whose history this phase learns from
     (default: the phase name). ``recovery``, for a bypassed phase, is
-    probed in the background until it succeeds.
+    probed in the background until it succeeds. ``once=True`` runs the phase
+    in one replica of the fleet at a time, and only until one completed it
+    (the coordinator a plugin offers, e.g. PostgreSQL advisory locks with
+    ``SMD_FLEET_URL``); ``once_key`` names that work (default: the startup's
+    name and the phase's), e.g. with the release version in it.
     """
 
     name: str
@@ -79,6 +78,8 @@ class Phase:
     target: str | Callable[[Settings], str | None] | None = None
     recovery: PhaseFn | None = None
     description: str = ""
+    once: bool = False
+    once_key: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -108,6 +109,15 @@ class Phase:
                 f"phase {self.name!r}: bypass must have a decide(failure, context) method"
             )
         object.__setattr__(self, "timeout", _check_timeout(self.name, self.timeout))
+        if not isinstance(self.once, bool):
+            raise InvalidPlan(f"phase {self.name!r}: once must be True or False, got {self.once!r}")
+        if self.once_key is not None:
+            if not self.once:
+                raise InvalidPlan(f"phase {self.name!r}: once_key is set but once is not True")
+            if not isinstance(self.once_key, str) or not self.once_key.strip():
+                raise InvalidPlan(
+                    f"phase {self.name!r}: once_key must be a non-empty string, got {self.once_key!r}"
+                )
 
     def timeout_policy(self) -> TimeoutPolicy | None:
         """The phase's timeout as a policy (``None``: the settings default)."""
@@ -136,29 +146,13 @@ class PhaseLike(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """One attempt a phase made (a connection try); times are seconds since startup began."""
-
-    number: int
-    start: float
-    end: float
-    ok: bool
-    detail: Mapping[str, object] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "number": self.number,
-            "start": round(self.start, 6),
-            "end": round(self.end, 6),
-            "ok": self.ok,
-            "detail": dict(self.detail),
-        }
-
-
 class PhaseContext:
     """What a running phase gets: settings, a bound logger, its requirements'
-    values (``ctx["config"]``), its deadline, and its target's history."""
+    values (``ctx["config"]``), its deadline, its target's history and the clock.
+
+    Times (``deadline``, attempt times) are on :attr:`clock`, the run's one
+    time source.
+    """
 
     def __init__(
         self,
@@ -172,19 +166,30 @@ class PhaseContext:
         history: TimingHistory,
         clock: Clock,
         origin: float = 0.0,
+        on_attempt: Callable[[Attempt], None] | None = None,
     ) -> None:
         self.phase = phase
-        self.origin = origin
         self.name = phase.name
         self.settings = settings
         self.environment = settings.environment.value
-        self.log = log
+        self._log = log
+        self._bound: Any = None
         self.results: Mapping[str, Any] = results
         self.timeout = timeout
         self.deadline = deadline
         self.history = history
         self.clock = clock
+        self.origin = origin
         self.attempts: list[Attempt] = []
+        self._on_attempt = on_attempt
+
+    @property
+    def log(self) -> Any:
+        """The run's structlog logger bound to ``phase=<name>`` (bound on first use:
+        most phases never log, and binding costs on the startup's critical path)."""
+        if self._bound is None:
+            self._bound = self._log.bind(phase=self.name)
+        return self._bound
 
     def __getitem__(self, name: str) -> Any:
         try:
@@ -195,12 +200,32 @@ class PhaseContext:
                 f"requires ({', '.join(self.results) or 'none'})"
             ) from None
 
-    def remaining(self) -> float:
-        """Seconds left before this phase's deadline."""
-        return self.deadline - anyio.current_time()
+    @overload
+    def get(self, name: str) -> Any: ...
 
-    def record_attempt(self, start: float, end: float, ok: bool, **detail: object) -> Attempt:
-        """Note one attempt (``time.monotonic()`` start/end) for the report and the trace.
+    @overload
+    def get(self, name: str, kind: type[T]) -> T: ...
+
+    def get(self, name: str, kind: type[Any] | None = None) -> Any:
+        """A required phase's value, checked against ``kind`` when given (typed access).
+
+        ``ctx.get("database", Database)`` is a ``Database`` to the type
+        checker, and a ``TypeError`` naming both types if the value is not one.
+        """
+        value = self[name]
+        if kind is not None and not isinstance(value, kind):
+            raise TypeError(
+                f"phase {self.name!r}: the value of {name!r} is a {type(value).__name__}, "
+                f"not a {kind.__name__}"
+            )
+        return value
+
+    def remaining(self) -> float:
+        """Seconds left before this phase's deadline (on the run's clock)."""
+        return self.deadline - self.clock.monotonic()
+
+    def record_attempt(self, start: float, end: float, ok: bool, /, **detail: object) -> Attempt:
+        """Note one attempt (start/end on :attr:`clock`) for the report, the trace and observers.
 
         Stored relative to the startup's start, like phase times.
         """
@@ -208,111 +233,6 @@ class PhaseContext:
             len(self.attempts) + 1, start - self.origin, end - self.origin, ok, dict(detail)
         )
         self.attempts.append(attempt)
+        if self._on_attempt is not None:
+            self._on_attempt(attempt)
         return attempt
-
-
-class Startup:
-    """A named set of phases: declare them, get a :class:`Plan`, run them.
-
-    ::
-
-        startup = Startup("api")
-
-        @startup.phase()
-        async def config(ctx): return load_config()
-
-        @startup.phase(requires=["config"], timeout=5)
-        async def cache(ctx): return await warm(ctx["config"])
-    """
-
-    def __init__(self, name: str, *, bypass: BypassPolicy | None = None) -> None:
-        if not isinstance(name, str) or not name.strip():
-            raise InvalidPlan("a startup needs a non-empty name")
-        self.name = name
-        self.bypass = bypass
-        self._phases: dict[str, Phase] = {}
-
-    @property
-    def phases(self) -> tuple[Phase, ...]:
-        """The phases in declaration order."""
-        return tuple(self._phases.values())
-
-    def add(self, phase: Phase | PhaseLike) -> Phase:
-        """Add a phase object; a duplicate name raises :class:`InvalidPlan`."""
-        if not isinstance(phase, Phase):
-            if not isinstance(phase, PhaseLike):
-                raise InvalidPlan(f"{phase!r} is neither a Phase nor has to_phase()")
-            phase = phase.to_phase()
-        if phase.name in self._phases:
-            raise InvalidPlan(f"duplicate phase name {phase.name!r} in startup {self.name!r}")
-        self._phases[phase.name] = phase
-        return phase
-
-    @overload
-    def phase(self, fn: F, /) -> F: ...
-
-    @overload
-    def phase(
-        self,
-        fn: None = None,
-        /,
-        *,
-        name: str | None = None,
-        requires: Iterable[str] = (),
-        timeout: float | TimeoutPolicy | None = None,
-        essential: bool = False,
-        bypass: BypassPolicy | None = None,
-        teardown: TeardownFn | None = None,
-        target: str | Callable[[Settings], str | None] | None = None,
-        recovery: PhaseFn | None = None,
-    ) -> Callable[[F], F]: ...
-
-    def phase(
-        self,
-        fn: F | None = None,
-        /,
-        *,
-        name: str | None = None,
-        requires: Iterable[str] = (),
-        timeout: float | TimeoutPolicy | None = None,
-        essential: bool = False,
-        bypass: BypassPolicy | None = None,
-        teardown: TeardownFn | None = None,
-        target: str | Callable[[Settings], str | None] | None = None,
-        recovery: PhaseFn | None = None,
-    ) -> F | Callable[[F], F]:
-        """Declare a phase by decorating an async function (name defaults to its name)."""
-
-        def decorate(f: F) -> F:
-            self.add(
-                Phase(
-                    name=name or str(getattr(f, "__name__", "")),
-                    run=f,
-                    requires=tuple(requires),
-                    timeout=timeout,
-                    essential=essential,
-                    bypass=bypass,
-                    teardown=teardown,
-                    target=target,
-                    recovery=recovery,
-                    description=(inspect.getdoc(f) or "").split("\n", 1)[0],
-                )
-            )
-            return f
-
-        return decorate(fn) if fn is not None else decorate
-
-    def plan(self) -> Plan:
-        """Validate the graph and compute the order and waves (runs nothing)."""
-        from smd._plan import build_plan
-
-        return build_plan(self.name, self.phases)
-
-    async def run(self, **options: Any) -> Report:
-        """Run the startup; see :func:`smd.run_startup` for the options."""
-        from smd._sequencer import run_startup
-
-        return await run_startup(self, **options)
-
-    def __repr__(self) -> str:
-        return f"Startup({self.name!r}, phases={list(self._phases)})"

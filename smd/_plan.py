@@ -6,7 +6,8 @@ import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from smd._phase import InvalidPlan, Phase
+from smd._phase import Phase
+from smd.exceptions import InvalidPlan
 
 __all__ = ["Plan", "build_plan"]
 
@@ -24,8 +25,8 @@ class Plan:
     phases: tuple[Phase, ...]
     order: tuple[str, ...]
     waves: tuple[tuple[str, ...], ...]
-    # Name indexes: the sequencer looks phases up once per phase, and a
-    # linear scan made a run quadratic in the number of phases.
+    # Name indexes: the scheduler and the runner look phases up once per
+    # phase, and a linear scan made a run quadratic in the number of phases.
     _by_name: dict[str, Phase] = field(default_factory=dict, init=False, repr=False, compare=False)
     _wave: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
 

@@ -1,31 +1,42 @@
-"""The record of a run: plan, per-phase timings, outcomes, failures, decisions."""
+"""The record of a run: plan, per-phase timings, outcomes, failures, decisions.
+
+Also the one state enum (``State``) that the report, readiness and the
+health endpoints share, and the frozen readiness snapshot.
+"""
 
 from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
+from smd._encode import SKIP, TIMESTAMP, encode
+from smd._exit import EXIT_CODES, for_kind
 from smd._failures import Failure, FailureKind
-from smd._phase import Attempt
-from smd._plan import Plan
-from smd._policy import Decision
-from smd._redact import redact_value
+from smd._redact import redact
 from smd._timeout_base import TimeoutDecision
+from smd.retry import Attempt
+
+if TYPE_CHECKING:
+    from smd._plan import Plan
+    from smd._policy import Decision
 
 __all__ = [
-    "EXIT_CODES",
     "REPORT_VERSION",
     "Outcome",
     "PhaseReport",
+    "PhaseStatus",
+    "ReadinessSnapshot",
     "Report",
-    "StartupFailed",
     "State",
-    "exit_code_for_kind",
 ]
 
-REPORT_VERSION = 1
+#: Version of the JSON report (``report.to_json()``, ``smd run --report``).
+#: 2: generic failure ``code``/``details`` instead of ``sqlstate``; ISO-8601 times.
+REPORT_VERSION = 2
 
 
 class Outcome(enum.StrEnum):
@@ -39,34 +50,17 @@ class Outcome(enum.StrEnum):
 
 
 class State(enum.StrEnum):
-    """How the whole startup ended (or where it is)."""
+    """Where a startup stands: the report's verdict and readiness's state."""
 
     STARTING = "starting"
     READY = "ready"
     DEGRADED = "degraded"
     FAILED = "failed"
 
-
-#: sysexits codes, as documented in the README.
-EXIT_CODES: dict[str, int] = {
-    "ready": 0,
-    "degraded": 0,
-    "usage": 64,
-    "application": 70,
-    "infrastructure": 75,
-    "timeout": 75,
-    "configuration": 78,
-    "invalid_settings": 78,
-    "invalid_plan": 78,
-    "unknown": 69,
-    "sigint": 130,
-    "sigterm": 143,
-}
-
-
-def exit_code_for_kind(kind: FailureKind) -> int:
-    """The exit code of a startup that failed with this kind of failure."""
-    return EXIT_CODES[kind.value]
+    @property
+    def serving(self) -> bool:
+        """Ready or degraded: startup let the service take traffic."""
+        return self in (State.READY, State.DEGRADED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +81,7 @@ class PhaseReport:
     reason: str = ""
     attempts: tuple[Attempt, ...] = ()
     target: str = ""
+    note: str = ""
 
     @property
     def duration(self) -> float | None:
@@ -95,23 +90,9 @@ class PhaseReport:
         return self.end - self.start
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "wave": self.wave,
-            "requires": list(self.requires),
-            "outcome": self.outcome.value,
-            "start": None if self.start is None else round(self.start, 6),
-            "end": None if self.end is None else round(self.end, 6),
-            "duration": None if self.duration is None else round(self.duration, 6),
-            "target": self.target,
-            "timeout": self.timeout.to_dict() if self.timeout else None,
-            "deadline": None if self.deadline is None else round(self.deadline, 6),
-            "deadline_source": self.deadline_source,
-            "failure": self.failure.to_dict() if self.failure else None,
-            "decision": self.decision.to_dict() if self.decision else None,
-            "reason": self.reason,
-            "attempts": [a.to_dict() for a in self.attempts],
-        }
+        data: dict[str, Any] = encode(self)
+        data["duration"] = encode(self.duration)
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,15 +103,15 @@ class Report:
     environment: str
     mode: str
     state: State
-    plan: Plan
+    plan: Plan = field(metadata=SKIP)
     phases: tuple[PhaseReport, ...]
-    started_at: float
+    started_at: float = field(metadata=TIMESTAMP)
     duration: float
     budget: float
     reasons: tuple[str, ...] = ()
     teardown_errors: tuple[str, ...] = ()
+    teardown_skipped: tuple[str, ...] = ()
     interrupted: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def phase(self, name: str) -> PhaseReport:
         for p in self.phases:
@@ -147,39 +128,28 @@ class Report:
         return None
 
     def exit_code(self) -> int:
-        """The documented exit code for this outcome."""
+        """The documented exit code for this outcome (one table: ``smd._exit``)."""
         if self.interrupted:
             return EXIT_CODES[self.interrupted]
-        if self.state in (State.READY, State.DEGRADED):
+        if self.state.serving:
             return 0
         failed = self.failed_phase
         if failed is None or failed.failure is None:
             return EXIT_CODES["unknown"]
-        return exit_code_for_kind(failed.failure.kind)
+        return for_kind(failed.failure.kind)
 
     def to_dict(self) -> dict[str, Any]:
-        data = {
+        data: dict[str, Any] = {
             "version": REPORT_VERSION,
-            "startup": self.startup,
-            "environment": self.environment,
-            "mode": self.mode,
-            "state": self.state.value,
+            **encode(self),
             "exit_code": self.exit_code(),
-            "started_at": self.started_at,
-            "duration": round(self.duration, 6),
-            "budget": self.budget,
-            "reasons": list(self.reasons),
-            "interrupted": self.interrupted,
-            "teardown_errors": list(self.teardown_errors),
             "plan": self.plan.to_dict(),
-            "phases": [p.to_dict() for p in self.phases],
-            **self.extra,
         }
-        redacted: dict[str, Any] = redact_value(data)
-        return redacted
+        data["phases"] = [p.to_dict() for p in self.phases]
+        return data
 
     def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent, default=str)
+        return json.dumps(self.to_dict(), indent=indent)
 
     def summary(self) -> str:
         """A human summary; for a failed startup, the STARTUP FAILED block."""
@@ -193,56 +163,80 @@ class Report:
                 f = failed.failure
                 lines.append(f"  phase:    {failed.name}")
                 lines.append(
-                    f"  kind:     {f.kind.value}"
-                    + (f" (SQLSTATE {f.sqlstate})" if f.sqlstate else "")
+                    f"  kind:     {f.kind.value}" + (f" (code {f.code})" if f.code else "")
                 )
                 lines.append(f"  error:    {f.message}")
                 if failed.decision is not None:
                     lines.append(
                         f"  decision: {failed.decision.action.value}: {failed.decision.reason}"
                     )
-                lines.append(f"  todo:     {_advice(f.kind)}")
+                lines.append(f"  todo:     {_ADVICE[f.kind]}")
         else:
             lines.append(f"startup {self.startup} {self.state.value} in {self.duration:.3f}s")
             lines.extend(f"  degraded: {r}" for r in self.reasons)
         lines.extend(f"  teardown error: {e}" for e in self.teardown_errors)
-        return str(redact_value("\n".join(lines)))
+        if self.teardown_skipped:
+            lines.append(f"  teardown skipped: {', '.join(self.teardown_skipped)}")
+        return redact("\n".join(lines))
 
 
-def _advice(kind: FailureKind) -> str:
-    return {
-        FailureKind.INFRASTRUCTURE: "the dependency is not reachable or not ready yet; check it is up, then retry (exit 75: try again later)",
-        FailureKind.TIMEOUT: "no answer before the deadline; check network paths (blackhole, firewall) and the learned timeout in `smd history` (exit 75)",
-        FailureKind.CONFIGURATION: "waiting will not fix this: correct the settings (credentials, database name, TLS, host) and redeploy (exit 78)",
-        FailureKind.APPLICATION: "the phase's own code raised: see the cause chain in the report (exit 70)",
-        FailureKind.UNKNOWN: "unclassified failure: see the cause chain in the report (exit 69)",
-    }[kind]
+_ADVICE: Mapping[FailureKind, str] = {
+    FailureKind.INFRASTRUCTURE: "the dependency is not reachable or not ready yet; check it is up, then retry (exit 75: try again later)",
+    FailureKind.TIMEOUT: "no answer before the deadline; check network paths (blackhole, firewall), a phase blocking the event loop, and the learned timeout in `smd history` (exit 75)",
+    FailureKind.CONFIGURATION: "waiting will not fix this: correct the settings (credentials, database name, TLS, host) and redeploy (exit 78)",
+    FailureKind.APPLICATION: "the phase's own code raised: see the cause chain in the report (exit 70)",
+    FailureKind.UNKNOWN: "unclassified failure: see the cause chain in the report (exit 69)",
+}
 
 
-class StartupFailed(ExceptionGroup[Exception]):
-    """Startup stopped. ``report`` says why; teardown errors are raised with it.
+@dataclass(frozen=True, slots=True)
+class PhaseStatus:
+    """One phase as readiness sees it. Times are the run clock's seconds."""
 
-    ``exceptions`` holds the failing phase's error first, then every teardown
-    error, so ``except StartupFailed`` and ``except*`` both work.
+    name: str
+    outcome: str = "pending"
+    reason: str = ""
+    started_at: float | None = field(default=None, metadata=SKIP)
+    finished_at: float | None = field(default=None, metadata=SKIP)
+    recovered_at: float | None = field(default=None, metadata=SKIP)
+    probes: int = 0
+    time_to_ready: float | None = None
+
+    @property
+    def degraded(self) -> bool:
+        """Whether this phase still keeps the service degraded."""
+        return self.outcome in ("bypassed", "skipped") and self.recovered_at is None
+
+    def to_dict(self) -> dict[str, object]:
+        data: dict[str, object] = encode(self)
+        del data["name"]
+        data["recovered"] = self.recovered_at is not None
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class ReadinessSnapshot:
+    """A consistent, immutable view for the health endpoints and the report.
+
+    ``since`` is the wall-clock time of the last state change; ``reasons``
+    the degraded reasons (plus the failure reason when failed), in phase order.
     """
 
-    report: Report
+    state: State
+    reasons: tuple[str, ...]
+    phases: Mapping[str, PhaseStatus]
+    since: float = field(metadata=TIMESTAMP)
 
-    def __new__(cls, report: Report, errors: list[Exception]) -> StartupFailed:
-        failed = report.failed_phase
-        what = (
-            f"phase {failed.name!r} failed ({failed.failure.kind.value}): {failed.failure.message}"
-            if failed is not None and failed.failure is not None
-            else "startup failed"
-        )
-        self = super().__new__(
-            cls, str(redact_value(f"startup {report.startup!r}: {what}")), errors
-        )
-        self.report = report
-        return self
+    def __post_init__(self) -> None:
+        if not isinstance(self.phases, MappingProxyType):
+            object.__setattr__(self, "phases", MappingProxyType(dict(self.phases)))
 
-    def __init__(self, report: Report, errors: list[Exception]) -> None:
-        super().__init__(self.message, errors)
+    @property
+    def serving(self) -> bool:
+        """Ready or degraded: startup let the service take traffic."""
+        return self.state.serving
 
-    def derive(self, excs: Any) -> Any:
-        return ExceptionGroup(self.message, list(excs))
+    def to_dict(self) -> dict[str, object]:
+        data: dict[str, object] = encode(self)
+        data["phases"] = {name: st.to_dict() for name, st in self.phases.items()}
+        return data

@@ -18,8 +18,9 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from smd._clock import Clock, SystemClock
 from smd._failures import FailureKind
+from smd._units import seconds as _seconds
+from smd.clock import Clock, SystemClock
 
 __all__ = ["DEFAULT_BOUND", "Sample", "Series", "TimingHistory"]
 
@@ -46,13 +47,10 @@ class Sample:
     kind: FailureKind | None = None
 
     def to_dict(self) -> dict[str, object]:
-        return {
-            "series": self.series.value,
-            "at": self.at,
-            "seconds": self.seconds,
-            "censored": self.censored,
-            "kind": self.kind.value if self.kind else None,
-        }
+        from smd._encode import encode
+
+        data: dict[str, object] = encode(self)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> Sample:
@@ -71,10 +69,7 @@ class Sample:
 
 
 def _check_seconds(seconds: float) -> float:
-    value = float(seconds)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"a sample must be a finite number of seconds >= 0, got {seconds!r}")
-    return value
+    return _seconds("a sample", seconds, zero=True)
 
 
 class TimingHistory:
@@ -104,8 +99,9 @@ class TimingHistory:
         self.bound = bound
         self.clock: Clock = clock or SystemClock()
         self._series: dict[Series, list[Sample]] = {s: [] for s in Series}
-        for sample in sorted(samples, key=lambda s: s.at):
-            self._add(sample)
+        if samples:  # a run's fresh histories start empty: skip the sort
+            for sample in sorted(samples, key=lambda s: s.at):
+                self._add(sample)
         self.pending: list[Sample] = []
 
     def _add(self, sample: Sample) -> None:

@@ -3,65 +3,158 @@
 Stores are synchronous (SQLite is); async callers run them in a worker
 thread. A store must never be able to crash startup: implementations turn
 their own trouble into a warning and carry on.
+
+A *target key* names one dependency of one startup in one environment:
+``<startup>/<dependency>@<environment>`` (``api/postgres://db:5432/app@production``,
+``api/phase:cache@staging``). :class:`TargetInfo` says what is known about
+it besides its samples: which startup and phase record it, and the timeout
+policy they use (so ``smd history`` computes the same deadline the run would).
 """
 
 from __future__ import annotations
 
+import re
 import threading
-from collections.abc import Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from smd._clock import Clock
 from smd._samples import DEFAULT_BOUND, Sample, TimingHistory
 
-__all__ = ["HistoryStore", "MemoryHistoryStore"]
+if TYPE_CHECKING:
+    from smd.clock import Clock
+
+__all__ = [
+    "HistoryStore",
+    "MemoryHistoryStore",
+    "StoreConveniences",
+    "TargetInfo",
+    "split_target",
+    "target_key",
+]
+
+# An environment suffix is a plain word: "postgres://u@h/db" has an '@' but
+# what follows it is a host, not an environment.
+_ENV_RE = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def target_key(startup: str, dependency: str, environment: str) -> str:
+    """The history key of ``dependency`` in ``startup`` and ``environment``."""
+    return f"{startup}/{dependency}@{environment}"
+
+
+def split_target(key: str) -> tuple[str, str | None]:
+    """``(rest, environment)``: the environment suffix of a key, if it has one."""
+    rest, sep, env = key.rpartition("@")
+    if sep and rest and _ENV_RE.fullmatch(env):
+        return rest, env
+    return key, None
+
+
+@dataclass(frozen=True, slots=True)
+class TargetInfo:
+    """What a store knows about a target besides its samples.
+
+    Keys are opaque to readers: ``startup``, ``dependency`` and
+    ``environment`` say what a key names (empty when unknown, e.g. imported
+    history), ``phase`` which phase records it, ``policy`` its timeout
+    policy's spec (see :func:`smd.timeouts.policy_spec`).
+    """
+
+    target: str
+    startup: str = ""
+    dependency: str = ""
+    environment: str = ""
+    phase: str = ""
+    policy: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.policy, MappingProxyType):
+            object.__setattr__(self, "policy", MappingProxyType(dict(self.policy)))
 
 
 @runtime_checkable
 class HistoryStore(Protocol):
-    """Persists samples per target across restarts."""
+    """Persists samples per target across restarts (SQLite, PostgreSQL, memory)."""
+
+    def load_many(
+        self, targets: Iterable[str], *, clock: Clock | None = None
+    ) -> dict[str, TimingHistory]:
+        """The histories of ``targets`` in one read (empty where nothing is known)."""
+        ...
+
+    def append_many(
+        self,
+        batches: Mapping[str, Sequence[Sample]],
+        info: Mapping[str, TargetInfo] | None = None,
+    ) -> None:
+        """Add samples (and what is known about their targets) in one write,
+        keeping each (target, series) bounded."""
+        ...
+
+    def targets(self) -> dict[str, TargetInfo]:
+        """Every target the store knows, sorted by key."""
+        ...
+
+
+class StoreConveniences:
+    """One-target forms of the protocol's batch methods (for scripts and tests)."""
+
+    def load_many(
+        self, targets: Iterable[str], *, clock: Clock | None = None
+    ) -> dict[str, TimingHistory]:
+        raise NotImplementedError
+
+    def append_many(
+        self,
+        batches: Mapping[str, Sequence[Sample]],
+        info: Mapping[str, TargetInfo] | None = None,
+    ) -> None:
+        raise NotImplementedError
 
     def load(self, target: str, *, clock: Clock | None = None) -> TimingHistory:
-        """The target's history (empty when nothing is known)."""
-        ...
+        """The history of one target."""
+        return self.load_many([target], clock=clock)[target]
 
     def append(self, target: str, samples: Sequence[Sample]) -> None:
-        """Add samples to the target's history, keeping each series bounded."""
-        ...
-
-    def append_many(self, batches: Mapping[str, Sequence[Sample]]) -> None:
-        """:meth:`append` for several targets at once (one transaction where possible)."""
-        ...
-
-    def targets(self) -> list[str]:
-        """Every target the store knows, sorted."""
-        ...
+        """Add samples to one target."""
+        self.append_many({target: samples})
 
 
-class MemoryHistoryStore:
-    """A store that lives as long as the process (tests, replays, ``--no-history``)."""
+class MemoryHistoryStore(StoreConveniences):
+    """A store that lives as long as the process (tests, replays, no persistence)."""
 
     def __init__(self, bound: int = DEFAULT_BOUND) -> None:
         self.bound = bound
         self._data: dict[str, list[Sample]] = {}
+        self._info: dict[str, TargetInfo] = {}
         self._lock = threading.Lock()
 
-    def load(self, target: str, *, clock: Clock | None = None) -> TimingHistory:
+    def load_many(
+        self, targets: Iterable[str], *, clock: Clock | None = None
+    ) -> dict[str, TimingHistory]:
         with self._lock:
-            samples = list(self._data.get(target, ()))
-        return TimingHistory(samples, bound=self.bound, clock=clock)
+            return {
+                t: TimingHistory(list(self._data.get(t, ())), bound=self.bound, clock=clock)
+                for t in targets
+            }
 
-    def append(self, target: str, samples: Sequence[Sample]) -> None:
-        if not samples:
-            return
+    def append_many(
+        self,
+        batches: Mapping[str, Sequence[Sample]],
+        info: Mapping[str, TargetInfo] | None = None,
+    ) -> None:
         with self._lock:
-            merged = TimingHistory([*self._data.get(target, ()), *samples], bound=self.bound)
-            self._data[target] = merged.all_samples()
+            for target, samples in batches.items():
+                if not samples:
+                    continue
+                merged = TimingHistory([*self._data.get(target, ()), *samples], bound=self.bound)
+                self._data[target] = merged.all_samples()
+            for target, meta in (info or {}).items():
+                if target in self._data:
+                    self._info[target] = meta
 
-    def append_many(self, batches: Mapping[str, Sequence[Sample]]) -> None:
-        for target, samples in batches.items():
-            self.append(target, samples)
-
-    def targets(self) -> list[str]:
+    def targets(self) -> dict[str, TargetInfo]:
         with self._lock:
-            return sorted(self._data)
+            return {t: self._info.get(t, TargetInfo(t)) for t in sorted(self._data)}

@@ -8,13 +8,10 @@ import os
 import sys
 from pathlib import Path
 
-from smd._phase import InvalidPlan, Startup
+from smd._startup import Startup
+from smd.exceptions import InvalidPlan, TargetError
 
-__all__ = ["TargetError", "load_target"]
-
-
-class TargetError(Exception):
-    """TARGET cannot be loaded; the message is one line saying why and what is accepted."""
+__all__ = ["load_target"]
 
 
 _FORM = "expected 'package.module:attr' or 'path/to/file.py:attr' naming a smd.Startup"

@@ -6,16 +6,22 @@ seconds, where the number came from, and why.
 
 from __future__ import annotations
 
-import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
+from smd._encode import encode
 from smd._samples import TimingHistory
-from smd._settings import EnvTimeouts
+from smd._units import seconds as _seconds
+
+if TYPE_CHECKING:
+    from smd._settings import EnvTimeouts
 
 __all__ = ["FixedTimeout", "TimeoutContext", "TimeoutDecision", "TimeoutPolicy", "TimeoutSource"]
 
 TimeoutSource = Literal["default", "adaptive", "fixed"]
+_NO_DETAILS: Mapping[str, object] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +29,9 @@ class TimeoutDecision:
     """A deadline and its explanation.
 
     ``seconds`` bounds the whole phase (first attempt to first success);
-    ``attempt_seconds``, when set, bounds one attempt. ``details`` holds the
+    ``attempt_seconds``, when set, bounds one attempt (``smd plan``,
+    ``smd history`` and the run always show it set: see
+    :func:`smd.timeouts.phase_timeout`). ``details`` holds the
     machine-readable explanation (samples, statistic, clamp) for reports.
     """
 
@@ -31,18 +39,17 @@ class TimeoutDecision:
     source: TimeoutSource
     explanation: str
     attempt_seconds: float | None = None
-    details: dict[str, object] = field(default_factory=dict, compare=False)
+    details: Mapping[str, object] = field(default_factory=lambda: _NO_DETAILS, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.details, MappingProxyType):
+            frozen = MappingProxyType(dict(self.details)) if self.details else _NO_DETAILS
+            object.__setattr__(self, "details", frozen)
 
     def to_dict(self) -> dict[str, object]:
-        return {
-            "seconds": round(self.seconds, 6),
-            "source": self.source,
-            "explanation": self.explanation,
-            "attempt_seconds": None
-            if self.attempt_seconds is None
-            else round(self.attempt_seconds, 6),
-            "details": dict(self.details),
-        }
+        """JSON-ready form (rounded and redacted)."""
+        data: dict[str, object] = encode(self)
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +65,12 @@ class TimeoutContext:
 
 @runtime_checkable
 class TimeoutPolicy(Protocol):
-    """Computes a deadline from history."""
+    """Computes a deadline from history.
+
+    A policy that never reads the history may say so with a class attribute
+    ``needs_history = False``: smd then does not wait for the history store
+    before the phase starts.
+    """
 
     def compute(
         self, history: TimingHistory, context: TimeoutContext | None = None
@@ -70,17 +82,15 @@ class TimeoutPolicy(Protocol):
 class FixedTimeout:
     """Always the same number of seconds (what ``timeout=5`` means)."""
 
+    needs_history = False
+
     def __init__(self, seconds: float) -> None:
-        if (
-            isinstance(seconds, bool)
-            or not isinstance(seconds, int | float)
-            or not math.isfinite(seconds)
-            or seconds <= 0
-        ):
+        try:
+            self.seconds = _seconds("timeout", seconds)
+        except ValueError:
             raise ValueError(
                 f"timeout must be a positive finite number of seconds, got {seconds!r}"
-            )
-        self.seconds = float(seconds)
+            ) from None
 
     def compute(
         self, history: TimingHistory, context: TimeoutContext | None = None
@@ -88,6 +98,10 @@ class FixedTimeout:
         return TimeoutDecision(
             self.seconds, "fixed", f"fixed timeout of {self.seconds:g}s set on the phase"
         )
+
+    def spec(self) -> dict[str, object]:
+        """What ``smd history`` needs to rebuild this policy."""
+        return {"type": "fixed", "seconds": self.seconds}
 
     def __repr__(self) -> str:
         return f"FixedTimeout({self.seconds:g})"

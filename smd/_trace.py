@@ -1,18 +1,23 @@
-"""Chrome trace-event output (opens in Perfetto / chrome://tracing).
+"""Report and Chrome trace files: observers that write them when a run concludes.
 
-One complete (``ph: X``) span per phase, its attempts nested inside it on
-the same lane; concurrent phases get separate lanes so spans nest properly.
+The trace opens in Perfetto / chrome://tracing: one complete (``ph: X``)
+span per phase, its attempts nested inside it on the same lane; concurrent
+phases get separate lanes so spans nest properly. Both files are written
+owner-only (0600): they name hosts, ports and databases.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import Any
 
-from smd._redact import redact_value
+from smd._encode import encode
 from smd._report import Report
+from smd.events import Event, StartupFinished
 
-__all__ = ["trace_events", "write_trace"]
+__all__ = ["ReportFile", "TraceFile", "trace_events", "write_private"]
 
 
 def _us(seconds: float) -> float:
@@ -55,14 +60,16 @@ def trace_events(report: Report) -> dict[str, Any]:
                 "tid": lane + 1,
                 "ts": _us(start),
                 "dur": _us(end - start),
-                "args": {
-                    "outcome": p.outcome.value,
-                    "wave": p.wave,
-                    "deadline": p.deadline,
-                    "deadline_source": p.deadline_source,
-                    "failure": p.failure.to_dict() if p.failure else None,
-                    "decision": p.decision.to_dict() if p.decision else None,
-                },
+                "args": encode(
+                    {
+                        "outcome": p.outcome,
+                        "wave": p.wave,
+                        "deadline": p.deadline,
+                        "deadline_source": p.deadline_source,
+                        "failure": p.failure,
+                        "decision": p.decision,
+                    }
+                ),
             }
         )
         for a in p.attempts:
@@ -76,7 +83,7 @@ def trace_events(report: Report) -> dict[str, Any]:
                     "tid": lane + 1,
                     "ts": _us(a_start),
                     "dur": _us(max(0.0, a.end - a.start)),
-                    "args": {"ok": a.ok, **dict(a.detail)},
+                    "args": encode({"ok": a.ok, **dict(a.detail)}),
                 }
             )
     doc = {
@@ -89,11 +96,41 @@ def trace_events(report: Report) -> dict[str, Any]:
             "started_at": origin,
         },
     }
-    redacted: dict[str, Any] = redact_value(doc)
-    return redacted
+    encoded: dict[str, Any] = encode(doc)
+    return encoded
 
 
-def write_trace(report: Report, path: str) -> None:
-    """Write the trace document for ``report`` to ``path``."""
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(trace_events(report), fh, indent=1, default=str)
+def write_private(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path``, owner-only (0600) whatever the umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fd = -1
+            fh.write(text)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+class ReportFile:
+    """Observer: writes the JSON report to ``path`` when the run concludes."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, StartupFinished):
+            write_private(self.path, event.report.to_json())
+
+
+class TraceFile:
+    """Observer: writes the Chrome trace to ``path`` when the run concludes."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, StartupFinished):
+            write_private(self.path, json.dumps(trace_events(event.report), indent=1))

@@ -28,28 +28,14 @@ imports FastAPI when called).
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import inspect
-import os
 import signal
 import sys
-import threading
-from collections.abc import (
-    AsyncIterator,
-    Callable,
-    Iterator,
-    Mapping,
-    Sequence,
-)
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
-from types import FrameType
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-import anyio
-import anyio.abc
-import structlog
-
+from smd import _logging, prometheus
 from smd._health import (
     CHECKS,
     HEALTH_STATE_KEY,
@@ -57,13 +43,21 @@ from smd._health import (
     HealthSource,
     evaluate,
     health_app,
+    metrics_endpoint,
     resolve,
 )
-from smd._logging import configure_logging, get_logger
-from smd._phase import Startup
-from smd._report import Report, StartupFailed
-from smd._settings import Settings, load_settings
+from smd._lifecycle import lifecycle
+from smd._open_store import open_store
+from smd._report import Report
+from smd._run import StartupRun
+from smd._settings import Settings
+from smd._settings_load import load_settings
+from smd._signals import Interruption, catch_signals
+from smd._startup import Startup
 from smd._store import HistoryStore
+from smd._systemd import SystemdNotifier
+from smd.events import Event, Observer, ReadinessChanged
+from smd.exceptions import StartupFailed, StartupInterrupted
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
@@ -80,82 +74,6 @@ __all__ = [
 #: that may yield a state mapping (Starlette's contract).
 AppLifespan = Callable[[Any], AbstractAsyncContextManager[Mapping[str, Any] | None]]
 
-_SIGNAL_NAMES: dict[int, str] = {signal.SIGTERM: "sigterm", signal.SIGINT: "sigint"}
-
-
-class StartupInterrupted(Exception):
-    """SIGTERM / SIGINT arrived while the phases ran; what had started was torn down.
-
-    ``report`` is the (failed, interrupted) report, ``signum`` the signal.
-    """
-
-    def __init__(self, report: Report, signum: int) -> None:
-        self.report = report
-        self.signum = signum
-        name = signal.Signals(signum).name
-        super().__init__(
-            f"startup {report.startup!r} interrupted by {name} after "
-            f"{report.duration:.3f}s; teardown ran"
-        )
-
-
-# -- signals while the phases run ---------------------------------------------------
-
-
-class _Caught:
-    __slots__ = ("chained", "signum")
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self.chained = True
-
-
-@contextmanager
-def _cancel_on_signals(scope: anyio.CancelScope, enabled: bool) -> Iterator[_Caught]:
-    """Cancel ``scope`` on SIGTERM / SIGINT, passing the signal on to the server.
-
-    A server such as uvicorn only sets a flag on SIGTERM and keeps waiting for
-    the lifespan to finish starting, so a startup stuck on a blackholed
-    database would ignore the orchestrator until its deadline. The server's
-    own handler still runs (it then shuts down instead of serving); ours only
-    adds the cancellation. ``signal.signal`` (not ``loop.add_signal_handler``)
-    so the server's handler can be restored exactly afterwards.
-    """
-    caught = _Caught()
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:  # not asyncio (trio): leave signals to the host
-        loop = None
-    if not enabled or loop is None or threading.current_thread() is not threading.main_thread():
-        yield caught
-        return
-    previous: dict[int, Any] = {}
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        if caught.signum is None:
-            caught.signum = signum
-        loop.call_soon_threadsafe(scope.cancel)
-        prev = previous.get(signum)
-        if callable(prev) and prev is not signal.default_int_handler:
-            prev(signum, frame)
-
-    for sig in _SIGNAL_NAMES:
-        current = signal.getsignal(sig)
-        if current is signal.SIG_IGN or current is None:
-            continue  # ignored stays ignored; None: installed outside Python
-        previous[sig] = signal.signal(sig, handler)
-    try:
-        yield caught
-    finally:
-        for sig, prev in previous.items():
-            signal.signal(sig, prev)
-        if caught.signum is not None:
-            prev = previous.get(caught.signum)
-            caught.chained = callable(prev) and prev is not signal.default_int_handler
-
-
-# -- the lifespan -------------------------------------------------------------------
-
 
 def _announce(report: Report, log: Any) -> None:
     summary = report.summary()
@@ -169,28 +87,6 @@ def _announce(report: Report, log: Any) -> None:
     # Also as a plain block on stderr: the first thing an operator reads in
     # `kubectl logs`, whatever the log format.
     print(summary, file=sys.stderr, flush=True)
-
-
-async def _start(
-    run: Any, tg: anyio.abc.TaskGroup, handle_signals: bool, log: Any
-) -> BaseException | None:
-    """Run the phases; the exception to raise when startup did not let us serve."""
-    with anyio.CancelScope() as scope, _cancel_on_signals(scope, handle_signals) as caught:
-        try:
-            await run.start(tg)
-        except StartupFailed as exc:
-            _announce(exc.report, log)
-            return exc
-    if scope.cancelled_caught and caught.signum is not None:
-        assert run.report is not None
-        report = dataclasses.replace(run.report, interrupted=_SIGNAL_NAMES[caught.signum])
-        _announce(report, log)
-        if not caught.chained:
-            # Nobody else heard it (default disposition): deliver it again now
-            # that teardown is done, so the process ends as the signal asked.
-            signal.raise_signal(caught.signum)
-        return StartupInterrupted(report, caught.signum)
-    return None
 
 
 def _as_factory(lifespan: Any) -> AppLifespan | None:
@@ -213,17 +109,6 @@ def _publish(app: Any, values: Mapping[str, Any]) -> None:
         setattr(state, key, value)
 
 
-def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    # A task group wraps whatever the lifespan body raised; hand the app's
-    # own error back as it was raised (StartupFailed is a group too: keep it).
-    if type(group) in (ExceptionGroup, BaseExceptionGroup) and len(group.exceptions) == 1:
-        inner = group.exceptions[0]
-        if isinstance(inner, BaseExceptionGroup):
-            return _unwrap(inner)
-        return inner
-    return group
-
-
 def smd_lifespan(
     startup: Startup,
     *,
@@ -233,34 +118,44 @@ def smd_lifespan(
     lifespan: AppLifespan | None = None,
     state_key: str = "smd",
     record_history: bool | None = None,
-    configure_logs: bool | None = None,
+    configure_logging: bool = False,
     handle_signals: bool = True,
     **options: Any,
 ) -> Callable[[Any], AbstractAsyncContextManager[dict[str, Any]]]:
     """A lifespan (``FastAPI(lifespan=...)``, ``Starlette(lifespan=...)``) that runs ``startup``.
 
     The lifespan state (``request.state`` in every request, and ``app.state``)
-    holds ``state_key`` (``"smd"``: the :class:`~smd._sequencer.StartupRun`,
-    with ``.report`` and ``.values``), ``readiness`` (the readiness state
-    machine the health endpoints read) and, under each phase's name, the
-    value that phase returned (phases that did not end ``ok`` are absent).
-    The app's own ``lifespan`` runs inside, after the phases and before the
-    teardown; what it yields is merged into the state.
+    holds ``state_key`` (``"smd"``: the :class:`~smd.StartupRun`, with
+    ``.report`` and ``.values``), ``readiness`` (the readiness state machine
+    the health endpoints read) and, under each phase's name, the value that
+    phase returned (phases that did not end ``ok`` are absent). The app's own
+    ``lifespan`` runs inside, after the phases and before the teardown; what
+    it yields is merged into the state.
 
     ``degraded_ready``: whether ``/readyz`` says 200 while degraded (default
     yes: the service works, without some dependency). ``record_history``
     (default: yes, except when launched by ``smd run``, which already
     recorded this start) lets the learned timeouts use this run.
-    ``configure_logs`` (default: when structlog is not configured yet) sets up
-    smd's logging from the settings. ``options`` go to ``StartupRun``
-    (``mode``, ``policy``, ``clock``...).
+    ``configure_logging`` (default no: smd's events go to the ``smd`` logger and
+    the app's logging configuration decides, see :mod:`smd._logging`) makes
+    smd set up the process's logging from the settings instead: one format
+    (``SMD_LOG_FORMAT``) for smd's events, the app's stdlib records and the
+    server's own (uvicorn, gunicorn, hypercorn), at ``SMD_LOG_LEVEL``.
+    ``handle_signals``: SIGTERM / SIGINT / SIGHUP while the phases run cancel
+    them (the server's own handler still runs). ``options`` go to :func:`smd.lifecycle` (``mode``, ``policy``,
+    ``clock``, ``observers``...).
 
-    A failed startup raises :class:`~smd.StartupFailed` (SIGTERM / SIGINT
-    during startup: :class:`StartupInterrupted`) after logging
-    ``smd.startup.failed`` with the summary and printing it on stderr.
+    A failed startup raises :class:`~smd.StartupFailed` (a signal during
+    startup: :class:`StartupInterrupted`) after logging ``smd.startup.failed``
+    with the summary and printing it on stderr.
     """
     if not isinstance(startup, Startup):
         raise TypeError(f"smd_lifespan needs a smd.Startup, got {type(startup).__name__}")
+    if "configure_logs" in options:
+        raise TypeError(
+            "smd_lifespan has no configure_logs=: smd leaves the app's logging alone unless "
+            "configure_logging=True"
+        )
     startup.plan()  # an invalid plan fails at import, naming the culprit
     app_lifespan = _as_factory(lifespan)
     for reserved in ("readiness", HEALTH_STATE_KEY):
@@ -269,47 +164,65 @@ def smd_lifespan(
 
     @asynccontextmanager
     async def lifespan_context(app: Any) -> AsyncIterator[dict[str, Any]]:
-        from smd._readiness import Readiness
-        from smd._sequencer import StartupRun, default_store
-
         cfg = settings if settings is not None else load_settings()
-        if configure_logs or (configure_logs is None and not structlog.is_configured()):
-            configure_logging(cfg.log_format, cfg.log_level)
-        log = get_logger("smd", startup=startup.name)
+        if configure_logging:
+            _logging.configure_logging(cfg.log_format, cfg.log_level, servers=True)
+        log = _logging.get_logger("smd", startup=startup.name)
         history = store
         if history is None:
+            import os
+
             gated = os.environ.get("SMD_STARTUP_STATE") is not None
             write = record_history if record_history is not None else not gated
-            history = default_store(cfg, readonly=not write)
-        readiness = Readiness(log=log)
-        run = StartupRun(startup, settings=cfg, store=history, readiness=readiness, **options)
-        # A recovered phase may publish its value late: keep app.state current.
-        readiness.on_change(lambda _previous, _snapshot: _publish(app, run.values))
-        binding = HealthBinding(readiness, degraded_ready)
+            history = open_store(cfg, readonly=not write)
+        run_options = dict(options)
+        recover = bool(run_options.pop("recover", True))
+        # What a served app gets besides: metrics for /metrics (prometheus
+        # extra installed) and systemd's notify protocol (NOTIFY_SOCKET set).
+        metrics = prometheus.observer()
+        notifier = SystemdNotifier()
+        service: list[Observer] = [o for o in (metrics, notifier) if o is not None]
+        if not notifier.enabled:
+            service.remove(notifier)
+
+        def keep_app_state_current(event: Event) -> None:
+            # A recovered phase may publish its value late (never over smd's own keys).
+            if isinstance(event, ReadinessChanged):
+                _publish(app, {k: v for k, v in run.values.items() if k not in smd_state})
+
+        run = StartupRun(
+            startup,
+            settings=cfg,
+            store=history,
+            log=log,
+            observers=[*run_options.pop("observers", ()), keep_app_state_current, *service],
+            **run_options,
+        )
+        # Published before the phases run: whatever reads app.state (a health
+        # app served apart, a test) sees "starting", then the verdict, also
+        # after a failed startup.
         smd_state: dict[str, Any] = {
             state_key: run,
-            "readiness": readiness,
-            HEALTH_STATE_KEY: binding,
+            "readiness": run.readiness,
+            HEALTH_STATE_KEY: HealthBinding(run.readiness, degraded_ready),
         }
         _publish(app, smd_state)
-        failure: BaseException | None = None
-        started = False
-        try:
-            async with anyio.create_task_group() as tg:
-                failure = await _start(run, tg, handle_signals, log)
-                if failure is None:
-                    started = True
+        interruption = Interruption()
+        interrupted: StartupInterrupted | None = None
+        with catch_signals(interruption, enabled=handle_signals):
+            try:
+                async with lifecycle(run, recover=recover, interruption=interruption):
+                    state = dict(run.values)
+                    for key in state.keys() & smd_state.keys():
+                        log.warning(
+                            "smd.asgi.state_shadowed",
+                            phase=key,
+                            hint=f"reserved name; read it as request.state.{state_key}"
+                            f".values[{key!r}]",
+                        )
+                    state.update(smd_state)
+                    _publish(app, state)
                     try:
-                        state = dict(run.values)
-                        for key in state.keys() & smd_state.keys():
-                            log.warning(
-                                "smd.asgi.state_shadowed",
-                                phase=key,
-                                hint=f"reserved name; read it as request.state.{state_key}"
-                                f".values[{key!r}]",
-                            )
-                        state.update(smd_state)
-                        _publish(app, state)
                         if app_lifespan is None:
                             yield state
                         else:
@@ -319,15 +232,21 @@ def smd_lifespan(
                                     _publish(app, own)
                                 yield state
                     finally:
-                        tg.cancel_scope.cancel()  # stop background recovery first
-        except BaseExceptionGroup as group:
-            raise _unwrap(group) from None
-        finally:
-            if started:
-                with anyio.CancelScope(shield=True):
-                    await run.stop()
-        if failure is not None:
-            raise failure
+                        notifier.stopping()  # before teardown: systemd shows "stopping"
+            except StartupFailed as exc:
+                _announce(exc.report, log)
+                raise
+            except StartupInterrupted as exc:
+                _announce(exc.report, log)
+                interrupted = exc
+        # Outside the block: our handlers are restored and ``chained`` is known.
+        if interrupted is not None:
+            if not interruption.chained:
+                # Nobody else heard it (a default disposition, e.g. SIGHUP under
+                # uvicorn): deliver it again now that teardown is done, so the
+                # process ends as the signal asked.
+                signal.raise_signal(interrupted.signum)
+            raise interrupted
 
     return lifespan_context
 
@@ -374,6 +293,11 @@ def health_router(
         endpoint.__name__ = f"smd_{check}"
         return endpoint
 
+    metrics = metrics_endpoint()
+    if metrics is not None:
+        from starlette.routing import Mount
+
+        router.routes.append(Mount("/metrics", app=metrics, name="smd_metrics"))
     for check in CHECKS:
         endpoint = endpoint_for(check)
         router.add_api_route(

@@ -15,14 +15,17 @@ adaptive timeout::
             history.record_timeout(decision.seconds)   # censored: "at least T"
     print(decision.seconds, decision.source, decision.explanation)
 
-See :class:`AdaptiveTimeout` for the formula and :data:`INFRASTRUCTURE_PROFILES`
-for the cold-start allowances.
+See :class:`AdaptiveTimeout` for the formula. Infrastructure profiles
+(cold-start allowances, ``SMD_TIMEOUTS__PROFILE``) are contributed by plugins:
+:func:`smd.plugins.profiles` lists them (the database phase ships the cloud ones).
 """
 
 from __future__ import annotations
 
-from smd._adaptive import INFRASTRUCTURE_PROFILES, AdaptiveTimeout, InfrastructureProfile
-from smd._samples import TimingHistory
+from smd._adaptive import AdaptiveTimeout
+from smd._deadline import attempt_split, phase_timeout, policy_spec, timeout_context
+from smd._profiles import InfrastructureProfile
+from smd._samples import Sample, Series, TimingHistory
 from smd._timeout_base import (
     FixedTimeout,
     TimeoutContext,
@@ -32,13 +35,18 @@ from smd._timeout_base import (
 )
 
 __all__ = [
-    "INFRASTRUCTURE_PROFILES",
     "AdaptiveTimeout",
     "FixedTimeout",
     "InfrastructureProfile",
+    "Sample",
+    "Series",
     "TimeoutContext",
     "TimeoutDecision",
     "TimeoutPolicy",
     "TimeoutSource",
     "TimingHistory",
+    "attempt_split",
+    "phase_timeout",
+    "policy_spec",
+    "timeout_context",
 ]

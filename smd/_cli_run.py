@@ -1,0 +1,107 @@
+"""``smd run``: run the startup as a gate, then ``exec`` the server on ready or degraded."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import anyio
+
+from smd._exit import EXIT_CODES
+from smd._lifecycle import lifecycle
+from smd._report import Report
+from smd._scheduler import Mode
+from smd._settings import Settings
+from smd._signals import Interruption, catch_signals
+from smd._startup import Startup
+from smd._trace import ReportFile, TraceFile
+from smd.events import Observer
+from smd.exceptions import StartupFailed, StartupInterrupted, UsageError
+
+__all__ = ["check_output_path", "run_command"]
+
+
+def check_output_path(option: str, path: str) -> Path:
+    """``path`` for ``option`` if a file can be written there, else a :class:`UsageError`."""
+    p = Path(path)
+    accepted = "accepted: a file path in an existing, writable directory"
+    if p.is_dir():
+        raise UsageError(f"{option} {path!r} is a directory; {accepted}")
+    parent = p.parent if str(p.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise UsageError(f"{option} {path!r}: {str(parent)!r} is not a directory; {accepted}")
+    if not parent.is_dir():
+        raise UsageError(f"{option} {path!r}: directory {str(parent)!r} does not exist; {accepted}")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise UsageError(f"{option} {path!r} is not writable; {accepted}")
+    if not p.exists() and not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"{option} {path!r}: directory {str(parent)!r} is not writable; {accepted}"
+        )
+    return p
+
+
+async def _run(
+    startup: Startup, settings: Settings, mode: Mode, observers: list[Observer]
+) -> tuple[Report, str | None]:
+    """The report, and the signal that arrived after it (during the gate's teardown)."""
+    interruption = Interruption()
+    with catch_signals(interruption):
+        try:
+            async with lifecycle(
+                startup,
+                settings=settings,
+                mode=mode,
+                recover=False,
+                observers=observers,
+                interruption=interruption,
+            ) as run:
+                assert run.report is not None
+                report = run.report
+        except (StartupFailed, StartupInterrupted) as exc:
+            return exc.report, None
+    return report, run.interrupted
+
+
+def run_command(
+    startup: Startup,
+    settings: Settings,
+    *,
+    sequential: bool,
+    report_path: str | None,
+    trace_path: str | None,
+    cmd: list[str],
+) -> int:
+    """Run ``startup``; on ready/degraded exec ``cmd`` (if given) in this process."""
+    if cmd and shutil.which(cmd[0]) is None:
+        raise UsageError(f"command not found after '--': {cmd[0]!r} (not on PATH)")
+    observers: list[Observer] = []
+    if report_path:
+        observers.append(ReportFile(check_output_path("--report", report_path)))
+    if trace_path:
+        observers.append(TraceFile(check_output_path("--trace", trace_path)))
+    mode: Mode = "sequential" if sequential else "concurrent"
+    report, late_signal = anyio.run(_run, startup, settings, mode, observers)
+    print(report.summary(), file=sys.stderr)
+    if late_signal is not None:
+        # Ready, but told to stop while the gate tore down: do not start the server.
+        print(
+            f"smd: interrupted by {late_signal.upper()} after startup; not starting CMD",
+            file=sys.stderr,
+        )
+        return EXIT_CODES[late_signal]
+    code = report.exit_code()
+    if code != 0 or not cmd:
+        return code
+    env = dict(os.environ)
+    env["SMD_STARTUP_STATE"] = report.state.value
+    env["SMD_STARTUP_REASONS"] = json.dumps(list(report.reasons))
+    if report_path:
+        env["SMD_STARTUP_REPORT"] = os.path.abspath(report_path)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvpe(cmd[0], cmd, env)  # same PID: signals reach the server directly
+    return EXIT_CODES["application"]  # not reached: execvpe replaces us or raises

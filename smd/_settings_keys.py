@@ -1,0 +1,157 @@
+"""Typos are named: unknown keys in settings files stop, unknown ``SMD_*`` variables warn.
+
+pydantic-settings ignores a top-level key it does not know (every source
+shares one namespace with the app's own variables), so ``startup_budgett = 7``
+in ``smd.toml`` would silently leave the budget at 120 s. :func:`unknown_keys`
+walks what the files and the environment hold against the settings model
+(the engine's and every plugin's fields, nested models included) and names
+each unknown key with the closest valid one.
+
+Variables smd sets itself for the server it execs (``SMD_STARTUP_STATE``,
+``SMD_STARTUP_REASONS``, ``SMD_STARTUP_REPORT``) and the test bed's
+``SMD_PG_BINDIR`` are not settings and are never reported.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+import typing
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+__all__ = ["NOT_SETTINGS", "SettingsWarning", "UnknownKey", "unknown_keys"]
+
+
+class SettingsWarning(UserWarning):
+    """An ``SMD_*`` environment variable that is no setting (a typo?)."""
+
+
+#: ``SMD_*`` variables that are not settings (smd sets the first three for CMD).
+NOT_SETTINGS = frozenset(
+    {"SMD_STARTUP_STATE", "SMD_STARTUP_REASONS", "SMD_STARTUP_REPORT", "SMD_PG_BINDIR"}
+)
+_PREFIX = "SMD_"
+_DELIMITER = "__"
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownKey:
+    """A key no setting has: where it was found, as written, and the closest valid one."""
+
+    source: str
+    key: str
+    closest: str | None
+
+    def message(self) -> str:
+        hint = f"; did you mean {self.closest!r}?" if self.closest else ""
+        return f"unknown setting {self.key!r} in {self.source}{hint}"
+
+
+def _model(annotation: Any) -> type[BaseModel] | None:
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _is_mapping(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    return origin is dict or (isinstance(origin, type) and issubclass(origin, Mapping))
+
+
+def _walk(
+    model: type[BaseModel], data: Mapping[str, Any], prefix: tuple[str, ...]
+) -> Iterator[tuple[tuple[str, ...], list[str]]]:
+    """``(path, valid names at that level)`` for every unknown key in ``data``."""
+    fields = model.model_fields
+    for key, value in data.items():
+        name = str(key).lower()
+        if name not in fields:
+            yield (*prefix, str(key)), sorted(fields)
+            continue
+        annotation = fields[name].annotation
+        sub = _model(annotation)
+        if sub is not None and isinstance(value, Mapping) and not _is_mapping(annotation):
+            yield from _walk(sub, value, (*prefix, name))
+
+
+def _closest(word: str, valid: list[str]) -> str | None:
+    found = difflib.get_close_matches(word.lower(), valid, n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def _files() -> Iterator[tuple[str, Mapping[str, Any]]]:
+    toml = Path("smd.toml")
+    if toml.is_file():
+        with toml.open("rb") as fh:
+            yield str(toml.absolute()), tomllib.load(fh)
+    pyproject = Path("pyproject.toml")
+    if pyproject.is_file():
+        with pyproject.open("rb") as fh:
+            table = tomllib.load(fh).get("tool", {}).get("smd")
+        if isinstance(table, Mapping):
+            yield f"[tool.smd] of {pyproject.absolute()}", table
+
+
+def _dotenv() -> dict[str, str]:
+    path = Path(".env")
+    out: dict[str, str] = {}
+    if not path.is_file():
+        return out
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line.startswith("export "):
+            line = line[7:].strip()
+        key, sep, _ = line.partition("=")
+        key = key.strip()
+        if sep and key.upper().startswith(_PREFIX) and not line.startswith("#"):
+            out[key] = ""
+    return out
+
+
+def _variables(model: type[BaseModel], names: Mapping[str, Any], source: str) -> list[UnknownKey]:
+    """Unknown ``SMD_*`` names: ``SMD_A__B`` is the nested key ``a.b``."""
+    out: list[UnknownKey] = []
+    for name in names:
+        upper = name.upper()
+        if not upper.startswith(_PREFIX) or upper in NOT_SETTINGS:
+            continue
+        parts = upper[len(_PREFIX) :].lower().split(_DELIMITER)
+        nested: dict[str, Any] = {}
+        level = nested
+        for part in parts[:-1]:
+            level = level.setdefault(part, {})
+        level[parts[-1]] = ""
+        for path, valid in _walk(model, nested, ()):
+            head = _PREFIX + _DELIMITER.join(p.upper() for p in path[:-1])
+            head = head + _DELIMITER if len(path) > 1 else head
+            close = _closest(path[-1], valid)
+            out.append(UnknownKey(source, name, None if close is None else head + close.upper()))
+    return out
+
+
+def unknown_keys(
+    model: type[BaseModel], *, environ: Mapping[str, str] | None = None
+) -> tuple[list[UnknownKey], list[UnknownKey]]:
+    """``(in files, in the environment)``: unknown keys of settings files and
+    ``.env`` (errors), and unknown ``SMD_*`` environment variables (warnings)."""
+    errors: list[UnknownKey] = []
+    for source, data in _files():
+        for path, valid in _walk(model, data, ()):
+            close = _closest(path[-1], valid)
+            errors.append(
+                UnknownKey(
+                    source,
+                    ".".join(path),
+                    None if close is None else ".".join((*path[:-1], close)),
+                )
+            )
+    errors += _variables(model, _dotenv(), f"{Path('.env').absolute()}")
+    env = os.environ if environ is None else environ
+    return errors, _variables(model, env, "the environment")
