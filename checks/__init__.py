@@ -1,7 +1,11 @@
-"""Probes: each talks to one kind of dependency and returns a classified result.
+"""Probes, installed as ``smd.checks``: each talks to one kind of dependency
+and returns a result whose failures are already classified.
 
-``checks.postgres`` is the PostgreSQL check (asyncpg, imported only when a
-probe runs). A check never decides policy; phases and the bypass policy do.
+``smd.checks.postgres`` (asyncpg, imported only when a probe runs),
+``smd.checks.tcp``, ``smd.checks.http`` and ``smd.checks.redis`` (plain anyio
+sockets). Each is a :class:`smd.retry.Check` and registers itself for
+``smd check NAME TARGET`` through the ``smd.plugins`` entry points. A check
+never decides policy; phases and the bypass policy do.
 """
 
 from __future__ import annotations

@@ -14,9 +14,8 @@ import socket
 import ssl
 from collections.abc import Iterable
 
-from checks._pg_options import PostgresConfigError, scrub
 from smd import Failure, FailureKind
-from smd._failures import cause_chain
+from smd.checks._pg_options import PostgresConfigError, scrub
 
 __all__ = ["RedactedError", "classify", "server_answered"]
 
@@ -201,7 +200,7 @@ def _classify_os(exc: OSError, target: str) -> tuple[FailureKind, str]:
 def _sanitize(
     exc: BaseException, secrets: tuple[str, ...]
 ) -> tuple[BaseException, tuple[str, ...]]:
-    chain = cause_chain(exc)
+    chain = Failure.chain_of(exc)
     clean = tuple(scrub(c, secrets) for c in chain)
     if clean != chain:
         return RedactedError(clean[0]), clean
@@ -261,6 +260,7 @@ def classify(
         cause=cause,
         attempts=attempts,
         elapsed=elapsed,
-        sqlstate=sqlstate,
+        code=sqlstate,
+        details={"sqlstate": sqlstate} if sqlstate else {},
         causes=causes,
     )

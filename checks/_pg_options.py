@@ -1,57 +1,70 @@
-"""How to reach one PostgreSQL server: a DSN or its parts, TLS, session settings.
+"""How to reach one PostgreSQL service: a DSN or its parts, libpq's variables, TLS, session.
 
 Nothing here imports asyncpg: options are parsed and validated with the
-standard library so that ``import checks`` stays cheap and a bad DSN is
+standard library so that ``import smd.checks`` stays cheap and a bad DSN is
 reported before any socket is opened.
+
+Every value is taken, as libpq takes it, from the first of: the explicit
+field, the DSN, the libpq environment variable (``PGHOST``, ``PGPORT``,
+``PGUSER``, ``PGPASSWORD``, ``PGDATABASE``, ``PGCONNECT_TIMEOUT``,
+``PGSSLMODE``, ``PGTARGETSESSIONATTRS``, ``PGAPPNAME``, ``PGOPTIONS``), the
+default (``localhost``, 5432, the OS user, a database named like the user).
+The password falls back to ``~/.pgpass`` (``PGPASSFILE``), read by asyncpg.
 """
 
 from __future__ import annotations
 
-import getpass
+import math
 import os
 import re
 import ssl as ssl_module
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import quote
 
 from pydantic import SecretStr
 
+from smd.checks._pg_dsn import (
+    ASYNCPG_PARAMS,
+    LIBPQ_PARAMS,
+    Dsn,
+    PostgresConfigError,
+    Resolved,
+    candidate_secrets,
+    format_hosts,
+    os_user,
+    parse_dsn,
+    port_number,
+    unbracket,
+)
+from smd.secrets import redact
+
 __all__ = [
+    "LIBPQ_VARIABLES",
     "SSL_MODES",
     "TARGET_SESSION_ATTRS",
     "PostgresConfigError",
     "PostgresOptions",
+    "Resolved",
     "scrub",
 ]
 
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 TARGET_SESSION_ATTRS = ("any", "primary", "standby", "prefer-standby", "read-write", "read-only")
-_SCHEMES = ("postgres", "postgresql")
-_MASK = "***"
-_SHORT = 3  # secrets shorter than this are masked as whole words only
-
-
-class PostgresConfigError(ValueError):
-    """The connection options are invalid; the message never contains the password."""
+#: The libpq variables that say where the database is (any one set is a configuration).
+LIBPQ_VARIABLES = ("PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE")
+_UTF8 = frozenset({"utf8", "utf-8", "unicode", "auto"})
+_Env = Callable[[str], str | None]
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every secret (raw and URL-encoded forms) masked.
+    """``text`` with every secret (raw and URL-encoded forms) masked: smd's one rule.
 
     Defensive: asyncpg's and the server's messages should not contain the
     password, but a DSN echoed back by a parser would.
     """
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        if len(secret) >= _SHORT:
-            text = text.replace(secret, _MASK)
-        else:
-            # A one- or two-character password replaced everywhere would turn
-            # "postgres" into "***ostgres": mask it only where it stands alone.
-            alone = rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])"
-            text = re.sub(alone, _MASK, text)
-    return text
+    return redact(text, secrets)
 
 
 def _secret(value: str | SecretStr | None) -> SecretStr | None:
@@ -62,15 +75,8 @@ def _secret(value: str | SecretStr | None) -> SecretStr | None:
     raise PostgresConfigError(f"expected a string or SecretStr, got {type(value).__name__}")
 
 
-@dataclass(frozen=True, slots=True)
-class _Parsed:
-    """What the DSN and the explicit parts resolve to (password kept apart)."""
-
-    hosts: tuple[tuple[str, int], ...]
-    user: str
-    database: str
-    sslmode: str | None
-    query: Mapping[str, str]
+def _env(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    return (os.environ if environ is None else environ).get(name) or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,13 +84,15 @@ class PostgresOptions:
     """Where and how to connect.
 
     Give a ``dsn`` (``postgresql://user:secret@host:5432/db?sslmode=require``,
-    as ``str`` or :class:`~pydantic.SecretStr`) or the parts; explicit parts
-    override the DSN's. ``ssl`` is an sslmode name, an :class:`ssl.SSLContext`,
-    ``True`` (require) / ``False`` (disable) or ``None`` (the DSN's or
-    asyncpg's default, ``prefer``). ``readiness_query`` is extra SQL whose
-    first value must be truthy (e.g. ``SELECT version = 42 FROM
-    alembic_version``). ``connect_kwargs`` go to :func:`asyncpg.connect`
-    unchanged.
+    as ``str`` or :class:`~pydantic.SecretStr`), the parts, or nothing (libpq's
+    ``PG*`` variables); explicit parts override the DSN's, which override the
+    variables. ``ssl`` is an sslmode name, an :class:`ssl.SSLContext`,
+    ``True`` (require) / ``False`` (disable) or ``None`` (the DSN's, else
+    ``PGSSLMODE``, else asyncpg's default, ``prefer``). ``connect_timeout``
+    (seconds; DSN ``connect_timeout=``, ``PGCONNECT_TIMEOUT``) bounds the
+    connection to each host. ``readiness_query`` is extra SQL whose first
+    value must be truthy (e.g. ``SELECT version = 42 FROM alembic_version``).
+    ``connect_kwargs`` go to :func:`asyncpg.connect` unchanged.
     """
 
     dsn: SecretStr | str | None = None
@@ -97,6 +105,7 @@ class PostgresOptions:
     server_settings: Mapping[str, str] | None = None
     readiness_query: str | None = None
     target_session_attrs: str | None = None
+    connect_timeout: float | None = None
     connect_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -111,6 +120,16 @@ class PostgresOptions:
         """Options from a DSN plus optional overrides (same names as the fields)."""
         return cls(dsn=_secret(dsn), **parts)
 
+    @classmethod
+    def from_environment(cls, **parts: Any) -> PostgresOptions:
+        """Options from libpq's variables alone (``PGHOST``, ``PGPORT``, ``PGUSER``...)."""
+        return cls(**parts)
+
+    @staticmethod
+    def environment_configured() -> bool:
+        """Whether any libpq variable naming the database (:data:`LIBPQ_VARIABLES`) is set."""
+        return any(_env(name) for name in LIBPQ_VARIABLES)
+
     # -- secrets -------------------------------------------------------------
 
     def _raw_dsn(self) -> str | None:
@@ -122,105 +141,169 @@ class PostgresOptions:
         return self.password
 
     def secrets(self) -> tuple[str, ...]:
-        """Every form of the password that could show up in text (for scrubbing)."""
+        """Every form of every secret that could show up in text (for scrubbing)."""
         out: list[str] = []
         password = self._raw_password()
         if password is not None:
             out.append(password)
         raw = self._raw_dsn()
         if raw is not None:
-            try:
-                parts = urlsplit(raw)
-                if parts.password:
-                    out += [parts.password, unquote(parts.password)]
-                for value in parse_qs(parts.query).get("password", []):
-                    out += [value, unquote(value)]
-            except ValueError:
-                pass
-            # An unparseable DSN is a secret as a whole: never echo it.
-            out.append(raw)
-        return tuple(s for s in out if s)
+            out += candidate_secrets(raw)
+            # A DSN is a secret as a whole: never echo it.
+            out += [raw, raw.strip()]
+        env_password = _env("PGPASSWORD")
+        if env_password:
+            out.append(env_password)
+        return tuple(dict.fromkeys(s for s in out if s))
 
     def scrub(self, text: str) -> str:
         """``text`` without this configuration's password (nor the raw DSN)."""
         return scrub(text, self.secrets())
 
-    # -- parsing -------------------------------------------------------------
+    # -- resolving -----------------------------------------------------------
 
-    def _parse(self) -> _Parsed:
-        hosts: list[tuple[str | None, int | None]] = []
-        user = database = sslmode = None
-        query: dict[str, str] = {}
-        if self._raw_dsn() is not None:
-            raw = (self._raw_dsn() or "").strip()
-            if "://" not in raw:
-                raise PostgresConfigError(
-                    "invalid DSN: expected a URI like postgresql://user:password@host:5432/dbname "
-                    "(key=value connection strings are not supported)"
-                )
-            try:
-                parts = urlsplit(raw)
-            except ValueError as exc:
-                raise PostgresConfigError(
-                    f"invalid DSN: {scrub(str(exc), self.secrets())}"
-                ) from None
-            if parts.scheme.lower() not in _SCHEMES:
-                raise PostgresConfigError(
-                    f"invalid DSN: scheme must be 'postgresql' or 'postgres', got {parts.scheme!r}"
-                )
-            netloc = parts.netloc.rpartition("@")[2]
-            if "@" in parts.netloc:
-                userinfo = parts.netloc.rpartition("@")[0]
-                user = unquote(userinfo.partition(":")[0]) or None
-            for chunk in filter(None, netloc.split(",")):
-                hosts.append(_split_host(chunk))
-            database = unquote(parts.path.lstrip("/")) or None
-            for key, values in parse_qs(parts.query, keep_blank_values=True).items():
-                query[key] = values[-1]
-            if "host" in query:
-                hosts = [(h, None) for h in query["host"].split(",") if h] or hosts
-            if "port" in query:
-                port = _port(query["port"].split(",")[0])
-                hosts = [(h, port) for h, _ in hosts] or [(None, port)]
-            user = query.get("user", user)
-            database = query.get("dbname", query.get("database", database))
-            sslmode = query.get("sslmode")
-        if self.host is not None:
-            hosts = [(h.strip(), None) for h in self.host.split(",") if h.strip()]
-        if self.port is not None:
-            if isinstance(self.port, bool) or not isinstance(self.port, int):
-                raise PostgresConfigError(f"invalid port {self.port!r}: expected an integer")
-            _port(str(self.port))
-            hosts = [(h, self.port) for h, _ in hosts] or [(None, self.port)]
-        user = self.user or user or os.environ.get("PGUSER") or _os_user()
-        database = self.database or database or os.environ.get("PGDATABASE") or user
-        if isinstance(self.ssl, str):
-            sslmode = self.ssl
+    def _dsn(self) -> Dsn:
+        raw = self._raw_dsn()
+        return parse_dsn(raw) if raw is not None else Dsn()
+
+    def resolve(self, environ: Mapping[str, str] | None = None) -> Resolved:
+        """Every value in effect (see the module docstring); raises on bad options.
+
+        ``environ`` stands for ``os.environ`` (``{}``: the options alone).
+        """
+        dsn = self._dsn()
+        params = dict(dsn.params)
+
+        def env(name: str) -> str | None:
+            return _env(name, environ)
+
+        hosts = self._hosts(dsn, env)
+        user = self.user or dsn.user or env("PGUSER") or os_user()
+        database = self.database or dsn.dbname or env("PGDATABASE") or user
+        password = self._raw_password() or dsn.password or env("PGPASSWORD")
+        sslmode = self.ssl if isinstance(self.ssl, str) else None
+        sslmode = sslmode or params.get("sslmode") or env("PGSSLMODE")
         if sslmode is not None and sslmode not in SSL_MODES:
             raise PostgresConfigError(
-                f"invalid sslmode {sslmode!r}; accepted: {', '.join(SSL_MODES)}"
+                f"invalid sslmode{self._shown(sslmode)}; accepted: {', '.join(SSL_MODES)}",
+                "sslmode",
             )
-        tsa = self.target_session_attrs or query.get("target_session_attrs")
-        if tsa is not None and tsa not in TARGET_SESSION_ATTRS:
-            raise PostgresConfigError(
-                f"invalid target_session_attrs {tsa!r}; accepted: {', '.join(TARGET_SESSION_ATTRS)}"
-            )
-        default_host = os.environ.get("PGHOST") or "localhost"
-        default_port = _port(os.environ.get("PGPORT") or "5432")
-        resolved = tuple((h or default_host, p or default_port) for h, p in hosts) or (
-            (default_host, default_port),
+        tsa = (
+            self.target_session_attrs
+            or params.get("target_session_attrs")
+            or env("PGTARGETSESSIONATTRS")
+            or "any"
         )
-        return _Parsed(resolved, user, database, sslmode, query)
+        if tsa not in TARGET_SESSION_ATTRS:
+            raise PostgresConfigError(
+                f"invalid target_session_attrs{self._shown(tsa)}; accepted: "
+                f"{', '.join(TARGET_SESSION_ATTRS)}",
+                "target_session_attrs",
+            )
+        return Resolved(
+            hosts=hosts,
+            user=user,
+            password=password,
+            database=database,
+            sslmode=sslmode,
+            target_session_attrs=tsa,
+            connect_timeout=self._connect_timeout(params, env),
+            server_settings=self._server_settings(params, env),
+            passfile=params.get("passfile"),
+            asyncpg_params={k: v for k, v in params.items() if k in ASYNCPG_PARAMS},
+        )
 
-    def validate(self) -> None:
-        """Raise :class:`PostgresConfigError` if the options cannot work."""
-        self._parse()
+    def _shown(self, value: str) -> str:
+        """`` 'value'`` for an error message, unless the DSN's query holds a secret.
+
+        (A query value next to an unencoded password may be a piece of it.)
+        """
+        raw = self._raw_dsn()
+        if raw is not None and "?" in raw and re.search(r"passw|secret", raw, re.I):
+            return ""
+        return f" {value!r}"
+
+    def _hosts(self, dsn: Dsn, env: _Env) -> tuple[tuple[str, int], ...]:
+        if self.host is not None:
+            hosts, where = [h.strip() for h in self.host.split(",")], "host"
+        elif dsn.hosts is not None:
+            hosts, where = list(dsn.hosts), "the DSN"
+        else:
+            hosts, where = (env("PGHOST") or "").split(","), "PGHOST"
+        if self.port is not None:
+            if isinstance(self.port, bool) or not isinstance(self.port, int):
+                raise PostgresConfigError(
+                    f"invalid port {self.port!r}: expected an integer", "port"
+                )
+            ports, source = [str(self.port)], "port"
+        elif dsn.ports is not None:
+            ports, source = list(dsn.ports), "the DSN"
+        else:
+            ports, source = (env("PGPORT") or "").split(","), "PGPORT"
+        if len(ports) == 1:
+            ports *= len(hosts)
+        elif len(ports) != len(hosts):
+            raise PostgresConfigError(
+                f"{len(ports)} ports ({source}) for {len(hosts)} hosts ({where}): give one port "
+                "for all hosts or one per host",
+                "port",
+            )
+        return tuple(
+            (unbracket(h) or "localhost", port_number(p, source) if p else 5432)
+            for h, p in zip(hosts, ports, strict=True)
+        )
+
+    def _connect_timeout(self, params: Mapping[str, str], env: _Env) -> float | None:
+        if self.connect_timeout is not None:
+            value = self.connect_timeout
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise PostgresConfigError(
+                    f"invalid connect_timeout {value!r}: expected seconds", "connect_timeout"
+                )
+            return float(value) if math.isfinite(value) and value > 0 else None
+        text, source = params.get("connect_timeout"), "connect_timeout in the DSN"
+        if text is None:
+            text, source = env("PGCONNECT_TIMEOUT"), "PGCONNECT_TIMEOUT"
+        if text is None:
+            return None
+        try:
+            seconds = int(text.strip())
+        except ValueError:
+            raise PostgresConfigError(
+                f"invalid {source}: expected a whole number of seconds (as libpq)",
+                "connect_timeout",
+            ) from None
+        # libpq: zero or negative waits forever; the shortest bound is 2 s.
+        return float(max(seconds, 2)) if seconds > 0 else None
+
+    def _server_settings(self, params: Mapping[str, str], env: _Env) -> dict[str, str]:
+        # Parameters libpq does not know are server settings, as asyncpg sends them.
+        out = {k: v for k, v in params.items() if k not in LIBPQ_PARAMS}
+        app = params.get("application_name") or params.get("fallback_application_name")
+        app = app or env("PGAPPNAME")
+        if app:
+            out["application_name"] = app
+        options = params.get("options") or env("PGOPTIONS")
+        if options:
+            out["options"] = options
+        encoding = params.get("client_encoding")
+        if encoding is not None and encoding.lower() not in _UTF8:
+            raise PostgresConfigError(
+                "unsupported client_encoding: asyncpg speaks UTF8 only; remove it from the DSN",
+                "parameter",
+            )
+        out.update(self.server_settings or {})
+        return out
+
+    def validate(self, environ: Mapping[str, str] | None = None) -> None:
+        """Raise :class:`PostgresConfigError` if the options cannot work (see :meth:`resolve`)."""
+        self.resolve(environ)
         if self.readiness_query is not None and not self.readiness_query.strip():
-            raise PostgresConfigError("readiness_query is empty")
+            raise PostgresConfigError("readiness_query is empty", "readiness_query")
 
     def addresses(self) -> tuple[tuple[str, int], ...]:
-        """The ``(host, port)`` pairs to try, defaults filled in (raises on bad options)."""
-        return self._parse().hosts
+        """The ``(host, port)`` pairs to try, in order (raises on bad options)."""
+        return self.resolve().hosts
 
     def sslmode(self) -> str | None:
         """The sslmode in effect when given by name (``None``: a context or the default)."""
@@ -231,88 +314,85 @@ class PostgresOptions:
         if isinstance(self.ssl, ssl_module.SSLContext):
             return None
         try:
-            return self._parse().sslmode
+            return self.resolve().sslmode
         except PostgresConfigError:
             return None
 
+    # -- naming (never a secret) ----------------------------------------------
+
     def target_key(self) -> str:
-        """``postgres://host:port/dbname``: the history key (no user, no password).
+        """``postgres://host:port[,host:port...]/dbname``: the history key (no user, no password).
 
         Falls back to ``postgres://invalid`` when the options do not parse, so
         a broken DSN still has a stable, secret-free name.
         """
         try:
-            p = self._parse()
+            r = self.resolve()
         except PostgresConfigError:
             return "postgres://invalid"
-        hosts = ",".join(f"{_fmt_host(h)}:{port}" for h, port in p.hosts)
-        return f"postgres://{hosts}/{p.database}"
+        return f"postgres://{format_hosts(r.hosts)}/{r.database}"
+
+    def host_key(self, host: str, port: int) -> str:
+        """``postgres://host:port/dbname`` for one host of the list."""
+        try:
+            database = self.resolve().database
+        except PostgresConfigError:
+            return "postgres://invalid"
+        return f"postgres://{format_hosts(((host, port),))}/{database}"
 
     def redacted(self) -> str:
         """A printable DSN: user, hosts, database and sslmode; never the password."""
         try:
-            p = self._parse()
+            r = self.resolve()
         except PostgresConfigError:
             return "postgres://invalid"
-        hosts = ",".join(f"{_fmt_host(h)}:{port}" for h, port in p.hosts)
-        tail = f"?sslmode={p.sslmode}" if p.sslmode else ""
-        return f"postgres://{p.user}@{hosts}/{p.database}{tail}"
+        tail = f"?sslmode={r.sslmode}" if r.sslmode else ""
+        user = quote(r.user, safe="")
+        return f"postgres://{user}@{format_hosts(r.hosts)}/{r.database}{tail}"
+
+    # -- asyncpg ---------------------------------------------------------------
 
     def connect_arguments(self) -> dict[str, Any]:
-        """Keyword arguments for :func:`asyncpg.connect` (contains the password)."""
+        """Keyword arguments for :func:`asyncpg.connect` / ``create_pool`` (holds the password).
+
+        Every host of the list (asyncpg tries them in order), no ``timeout``:
+        the caller bounds the connect (see :attr:`Resolved.connect_timeout`).
+        """
         self.validate()
-        kwargs: dict[str, Any] = {}
-        dsn = self._raw_dsn()
-        if dsn is not None:
-            kwargs["dsn"] = dsn.strip()
-        for name in ("host", "port", "user", "database"):
-            value = getattr(self, name)
-            if value is not None:
-                kwargs[name] = value
-        password = self._raw_password()
-        if password is not None:
-            kwargs["password"] = password
-        if self.ssl is not None:
-            kwargs["ssl"] = self.ssl
-        if self.server_settings:
-            kwargs["server_settings"] = dict(self.server_settings)
-        if self.target_session_attrs is not None:
-            kwargs["target_session_attrs"] = self.target_session_attrs
+        r = self.resolve()
+        kwargs = self._common(r)
+        kwargs["host"] = [h for h, _ in r.hosts]
+        kwargs["port"] = [p for _, p in r.hosts]
+        kwargs["target_session_attrs"] = r.target_session_attrs
         kwargs.update(self.connect_kwargs)
+        return kwargs
+
+    def host_arguments(self, resolved: Resolved, host: str, port: int) -> dict[str, Any]:
+        """Keyword arguments for one :func:`asyncpg.connect` to one host of the list.
+
+        No ``target_session_attrs``: the caller checks the session itself.
+        """
+        kwargs = self._common(resolved)
+        kwargs.update(host=host, port=port, target_session_attrs="any")
+        kwargs.update(self.connect_kwargs)
+        return kwargs
+
+    def _common(self, r: Resolved) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"user": r.user, "database": r.database}
+        if r.password is not None:
+            kwargs["password"] = r.password
+        if r.passfile is not None:
+            kwargs["passfile"] = r.passfile
+        ssl = self.ssl if self.ssl is not None and not isinstance(self.ssl, str) else r.sslmode
+        if ssl is not None:
+            kwargs["ssl"] = ssl
+        if r.server_settings:
+            kwargs["server_settings"] = dict(r.server_settings)
+        if r.asyncpg_params:
+            # TLS files and Kerberos settings: asyncpg reads them from a DSN's query.
+            query = "&".join(f"{k}={quote(v, safe='')}" for k, v in r.asyncpg_params.items())
+            kwargs["dsn"] = f"postgresql://?{query}"
         return kwargs
 
     def __repr__(self) -> str:
         return f"PostgresOptions({self.redacted()!r})"
-
-
-def _os_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (some containers)
-        return "postgres"
-
-
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise PostgresConfigError(f"invalid port {text!r}: expected an integer") from None
-    if not 0 < port < 65536:
-        raise PostgresConfigError(f"invalid port {port}: expected 1..65535")
-    return port
-
-
-def _split_host(chunk: str) -> tuple[str | None, int | None]:
-    chunk = unquote(chunk)
-    if chunk.startswith("["):  # [::1]:5432
-        host, _, rest = chunk[1:].partition("]")
-        port = rest.lstrip(":")
-        return host or None, _port(port) if port else None
-    if chunk.count(":") == 1:
-        host, _, port = chunk.partition(":")
-        return host or None, _port(port) if port else None
-    return chunk or None, None
-
-
-def _fmt_host(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("/") else host

@@ -1,11 +1,17 @@
 """The database phase: wait until PostgreSQL is ready, then publish a way to use it.
 
-``DatabasePhase`` composes :mod:`checks.postgres` (the probe and its attempt
+``DatabasePhase`` composes :mod:`smd.checks.postgres` (the probe and its attempt
 loop), a timeout policy (adaptive by default: it learns from this target's
 history), and a bypass policy (the environment's default unless given). It
-records the latency of every answered attempt; the sequencer records the
-time to ready (or the censored timeout) and asks the bypass policy what a
-failure means.
+records the latency of every answered attempt; the phase runner records the
+time to ready (or the censored sample of a wait its deadline ended) and asks
+the bypass policy what a failure means.
+
+The learned deadline reaches beyond startup: the :class:`Database` it
+publishes bounds its own later connects (``db.connect()``, the pool's new
+connections) by the learned per-attempt deadline, and records their
+latencies into the same history, so the app's reconnects are bounded by what
+this database really needs and teach the next start's deadline.
 
 ::
 
@@ -26,100 +32,65 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from pydantic import SecretStr
 
-from checks.postgres import (
-    Backoff,
-    CheckResult,
-    PostgresConfigError,
-    PostgresOptions,
-    default_attempt_seconds,
-    probe,
-    wait_ready,
-)
-from smd import (
-    BypassPolicy,
-    Failure,
-    FailureKind,
-    InvalidPlan,
-    Phase,
-    PhaseContext,
-    PhaseError,
+from smd import Failure, FailureKind, InvalidPlan, Phase, PhaseContext, PhaseError
+from smd.bypass import BypassPolicy
+from smd.checks.postgres import PostgresCheck, PostgresConfigError, PostgresOptions, probe
+from smd.phases._database_value import Database
+from smd.phases._settings import PROFILES, DatabaseSettings
+from smd.plugins import Plugin
+from smd.retry import Backoff, CheckResult
+from smd.timeouts import (
+    AdaptiveTimeout,
+    TimeoutDecision,
     TimeoutPolicy,
+    attempt_split,
+    phase_timeout,
 )
 
 if TYPE_CHECKING:
     import asyncpg
 
-__all__ = ["Database", "DatabasePhase"]
+__all__ = ["Database", "DatabasePhase", "DatabaseSettings", "plugin"]
 
-# The sequencer cancels the phase at its deadline; stopping the attempt loop
+#: What the database phase contributes to smd (entry point ``smd.plugins``:
+#: ``database``): the ``SMD_DATABASE_URL`` setting and the cloud profiles.
+plugin = Plugin("database", settings=(DatabaseSettings,), profiles=PROFILES)
+
+# The phase runner cancels the phase at its deadline; stopping the attempt loop
 # a little earlier lets the phase report its own classified failure (refused
 # 57 times, last error 57P03...) instead of a bare cancellation.
 _MARGIN_FRACTION = 0.05
 _MARGIN_MAX = 0.25
 
 
-def _default_timeout() -> TimeoutPolicy | None:
-    try:
-        from smd.timeouts import AdaptiveTimeout
-    except ImportError:  # the adaptive policy is optional: fall back to settings
-        return None
-    policy: TimeoutPolicy = AdaptiveTimeout()
-    return policy
-
-
-class Database:
-    """What the database phase hands to the phases that require it (``ctx["database"]``).
-
-    ``connect()`` opens a new asyncpg connection with the checked options;
-    ``pool`` is an :class:`asyncpg.Pool` when the phase was asked for one.
-    ``target`` and ``dsn`` are safe to log (no password).
-    """
-
-    def __init__(
-        self,
-        options: PostgresOptions,
-        *,
-        pool: asyncpg.Pool | None = None,
-        check: CheckResult | None = None,
-    ) -> None:
-        self.options = options
-        self.pool = pool
-        self.check = check
-        self.target = options.target_key()
-        self.dsn = options.redacted()
-        self._closed = False
-
-    async def connect(self, **overrides: Any) -> asyncpg.Connection:
-        """A new connection (the caller closes it); ``overrides`` go to asyncpg."""
-        import asyncpg
-
-        kwargs = self.options.connect_arguments()
-        kwargs.update(overrides)
-        return await asyncpg.connect(**kwargs)
-
-    async def close(self) -> None:
-        """Close the pool, if any (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        if self.pool is not None:
-            await self.pool.close()
-
-    def __repr__(self) -> str:
-        pooled = ", pool" if self.pool is not None else ""
-        return f"Database({self.dsn!r}{pooled})"
+def _later_attempt_seconds(decision: TimeoutDecision) -> float | None:
+    """The per-attempt deadline a decision gives the connects after startup."""
+    learned = decision.attempt_seconds
+    if learned is not None and math.isfinite(learned) and learned > 0:
+        return float(learned)
+    seconds = attempt_split(decision.seconds)
+    return seconds if math.isfinite(seconds) and seconds > 0 else None
 
 
 class DatabasePhase:
     """A ready-made phase that waits for PostgreSQL.
 
-    ``options_or_dsn`` is :class:`~checks.postgres.PostgresOptions`, a DSN
+    ``options_or_dsn`` is :class:`~smd.checks.postgres.PostgresOptions`, a DSN
     (``str`` or ``SecretStr``), or ``None`` to read ``settings.database_url``
     (``SMD_DATABASE_URL``) at run time. ``timeout`` is seconds, a timeout
     policy, or ``None`` for the adaptive policy. ``bypass=None`` uses the
     environment's bypass matrix. With ``pool=True`` the published
     :class:`Database` carries an asyncpg pool (``pool_kwargs`` go to
     :func:`asyncpg.create_pool`), closed at teardown.
+
+    The per-attempt deadline (``attempt_seconds=``, else the one the timeout
+    policy learned, ``ctx.timeout.attempt_seconds``) bounds each probe while
+    the phase waits, and afterwards every connect of the published
+    :class:`Database`: ``db.connect()``, the pool's connection ``timeout``
+    (its first connections and the reconnects it makes while the service
+    runs). Those connects' latencies go into the same history as the
+    probes' (``attempt`` samples), so a database that got slower gets a
+    longer deadline, and a longer pool timeout, at the next start.
     """
 
     def __init__(
@@ -161,7 +132,7 @@ class DatabasePhase:
         self.name = name
         self.requires = tuple(requires)
         self.timeout: TimeoutPolicy | float | None = (
-            _default_timeout() if timeout is None else timeout
+            AdaptiveTimeout() if timeout is None else timeout
         )
         self.bypass = bypass
         self.essential = essential
@@ -183,46 +154,47 @@ class DatabasePhase:
             bypass=self.bypass,
             teardown=self.teardown,
             # A DSN from settings is only known once settings are loaded:
-            # the sequencer asks for the target then.
+            # the runner asks for the target then.
             target=self.options.target_key() if self.options is not None else self._settings_target,
             recovery=self.recover,
             description="wait until PostgreSQL accepts connections and answers SELECT 1",
         )
 
     def _settings_target(self, settings: Any) -> str | None:
-        url = getattr(settings, "database_url", None)
-        if url is None:
-            return None
         try:
-            return PostgresOptions.from_dsn(url).target_key()
+            options = DatabaseSettings.of(settings).options()
+            return options.target_key() if options is not None else None
         except Exception:  # an invalid DSN fails at run time, with its own message
             return None
 
     def resolve_options(self, ctx: PhaseContext) -> PostgresOptions:
-        """The options to use: the ones given, else ``settings.database_url``."""
+        """The options to use: the ones given, else ``SMD_DATABASE_URL``, else (as
+        libpq does) the ``PGHOST``/``PGPORT``/``PGUSER``/``PGPASSWORD``/``PGDATABASE``
+        variables."""
         if self.options is not None:
             return self.options
-        url = getattr(ctx.settings, "database_url", None)
-        if url is None:
+        options = DatabaseSettings.of(ctx.settings).options()
+        if options is None:
             raise PhaseError(
                 Failure(
                     FailureKind.CONFIGURATION,
-                    f"phase {self.name!r} has no database URL: pass a DSN to DatabasePhase or "
-                    "set SMD_DATABASE_URL",
+                    f"phase {self.name!r} has no database URL: pass a DSN to DatabasePhase, "
+                    "set SMD_DATABASE_URL, or set PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE",
                 )
             )
-        return PostgresOptions.from_dsn(url)
+        return options
 
     def _attempt_seconds(self, ctx: PhaseContext, budget: float) -> float:
         if self.attempt_seconds is not None:
             return self.attempt_seconds
         learned = ctx.timeout.attempt_seconds
-        # A policy that lets one attempt use the whole deadline has no
-        # opinion (no attempt history yet): split it, so that a silent
-        # server that comes back within the deadline is still caught.
+        # smd.timeouts.phase_timeout sets it (learned, or the split of the
+        # deadline `smd plan` prints). A decision that lets one attempt use
+        # the whole deadline has no opinion: split what is left, so that a
+        # silent server that comes back within the deadline is still caught.
         if learned is not None and 0 < learned < ctx.timeout.seconds:
             return float(learned)
-        return default_attempt_seconds(budget)
+        return attempt_split(budget)
 
     async def run(self, ctx: PhaseContext) -> Database:
         """Wait for the database inside the phase's deadline; raise ``PhaseError`` if not."""
@@ -239,7 +211,7 @@ class DatabasePhase:
             attempt_timeout=round(min(per_attempt, budget), 6),
         )
         state = {"reported": 0.0}
-        interval = float(getattr(ctx.settings, "progress_interval", 5.0))
+        interval = ctx.settings.progress_interval
 
         def on_attempt(start: float, end: float, ok: bool, /, **detail: Any) -> None:
             ctx.record_attempt(start, end, ok, **detail)
@@ -251,13 +223,12 @@ class DatabasePhase:
                     "smd.database.attempt_failed",
                     attempt=len(ctx.attempts),
                     kind=detail.get("kind"),
-                    sqlstate=detail.get("sqlstate"),
+                    code=detail.get("code"),
                     error=detail.get("message"),
                     left=round(max(0.0, ctx.remaining()), 3),
                 )
 
-        result = await wait_ready(
-            options,
+        result = await PostgresCheck(options).wait_ready(
             deadline_seconds=budget,
             attempt_seconds=per_attempt,
             on_attempt=on_attempt,
@@ -273,16 +244,33 @@ class DatabasePhase:
             attempts=result.attempts,
             time_to_ready=round(result.time_to_ready or 0.0, 6),
         )
-        pool = await self._open_pool(options, ctx) if self.pool else None
-        return Database(options, pool=pool, check=result)
+        database = self._database(options, ctx, ctx.timeout, check=result)
+        if self.pool:
+            database.pool = await self._open_pool(database, ctx)
+        return database
 
-    async def _open_pool(self, options: PostgresOptions, ctx: PhaseContext) -> asyncpg.Pool:
-        import asyncpg
+    def _database(
+        self,
+        options: PostgresOptions,
+        ctx: PhaseContext,
+        decision: TimeoutDecision,
+        *,
+        check: CheckResult | None = None,
+    ) -> Database:
+        """The published database: later connects bounded by ``decision``'s
+        per-attempt deadline (or this phase's ``attempt_seconds``) and
+        recorded into the phase's history."""
+        seconds = self.attempt_seconds
+        if seconds is None:
+            seconds = _later_attempt_seconds(decision)
+        return Database(
+            options, check=check, attempt_seconds=seconds, history=ctx.history, clock=ctx.clock
+        )
 
+    async def _open_pool(self, database: Database, ctx: PhaseContext) -> asyncpg.Pool:
         kwargs: dict[str, Any] = {"min_size": 1, "max_size": 10}
-        kwargs.update(options.connect_arguments())
         kwargs.update(self.pool_kwargs)
-        pool = asyncpg.create_pool(**kwargs)
+        pool = database.create_pool(**kwargs)
         try:
             with anyio.fail_after(max(0.001, ctx.remaining())):
                 await pool
@@ -302,7 +290,9 @@ class DatabasePhase:
         Raises ``PhaseError`` while the database is not ready (smd's
         readiness loop spaces the probes out). On success it returns a
         :class:`Database` that later code may use (with its pool when
-        ``pool=True``); smd publishes it and closes it at shutdown.
+        ``pool=True``), bounded by the per-attempt deadline the phase's
+        policy computes from the history now and recording into it, like the
+        one a ready phase publishes; smd publishes it and closes it at shutdown.
         """
         options = self.resolve_options(ctx)
         seconds = min(max(0.001, ctx.remaining()), self._attempt_seconds(ctx, ctx.remaining()))
@@ -311,15 +301,20 @@ class DatabasePhase:
             ctx.history.record_attempt(result.latency)
         detail: dict[str, Any] = {"latency": round(result.latency, 6), "recovery": True}
         if result.failure is not None:
-            detail.update(kind=result.failure.kind.value, sqlstate=result.failure.sqlstate)
+            detail.update(kind=result.failure.kind.value, code=result.failure.code)
         ctx.record_attempt(result.start, result.end, result.ok, **detail)
         if not result.ok:
             assert result.failure is not None
             raise PhaseError(result.failure)
         # smd publishes what a recovery probe returns and tears it down at
-        # shutdown, so a recovered database gets its pool like a ready one.
-        pool = await self._open_pool(options, ctx) if self.pool else None
-        return Database(options, pool=pool)
+        # shutdown, so a recovered database gets its pool like a ready one,
+        # and the per-attempt deadline the phase's policy learned (the
+        # recovery context's own deadline is the probe's, not the database's).
+        learned = phase_timeout(ctx.phase.timeout_policy(), ctx.history, ctx.settings)
+        database = self._database(options, ctx, learned)
+        if self.pool:
+            database.pool = await self._open_pool(database, ctx)
+        return database
 
     def __repr__(self) -> str:
         where = self.options.redacted() if self.options is not None else "settings.database_url"
