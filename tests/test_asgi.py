@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, MutableMapping
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,18 +31,19 @@ from starlette.routing import Mount, Route
 from smd import (
     Failure,
     FailureKind,
-    MemoryHistoryStore,
-    PermissivePolicy,
     PhaseContext,
     PhaseError,
     Startup,
-    StrictPolicy,
+    StartupFailed,
     load_settings,
+    run_startup,
 )
 from smd._health import evaluate
-from smd._readiness import Readiness
-from smd._report import StartupFailed
 from smd.asgi import StartupInterrupted, health_app, health_router, smd_lifespan
+from smd.bypass import PermissivePolicy, StrictPolicy
+from smd.events import Event, PhaseStarted, ReadinessChanged
+from smd.history import MemoryHistoryStore
+from smd.readiness import Readiness
 
 ASGI = Callable[..., Any]
 
@@ -114,7 +116,6 @@ def settings(env: str = "test") -> Any:
 def lifespan_for(startup: Startup, **kwargs: Any) -> Any:
     kwargs.setdefault("settings", settings())
     kwargs.setdefault("store", MemoryHistoryStore())
-    kwargs.setdefault("configure_logs", False)
     return smd_lifespan(startup, **kwargs)
 
 
@@ -125,22 +126,55 @@ def infra_error(message: str = "dependency refused") -> PhaseError:
 # -- verdicts --------------------------------------------------------------------------
 
 
-def readiness_in(state: str) -> Readiness:
-    r = Readiness()
-    r.starting()
+DB_BYPASSED = (
+    "db: infrastructure failure bypassed: permissive mode: startup continues degraded "
+    "(infrastructure failure in phase 'db')"
+)
+
+
+async def readiness_in(state: str) -> Readiness:
+    """A readiness fed the events of a real run of one phase, ``db``, ending in ``state``.
+
+    For ``starting`` it has seen the run up to ``db`` starting (the run is
+    then cancelled, after the copy stopped listening).
+    """
+    startup = Startup("verdicts", bypass=PermissivePolicy() if state == "degraded" else None)
+    running = anyio.Event()
+
+    @startup.phase(timeout=60)
+    async def db(ctx: PhaseContext) -> None:
+        if state == "starting":
+            running.set()
+            await anyio.sleep_forever()
+        if state in ("degraded", "failed"):
+            raise infra_error("db refused")
+
+    mirror = Readiness("verdicts")
+    listening = [True]
+
+    def forward(event: Event) -> None:
+        if listening[0]:
+            mirror(event)
+        if state == "starting" and isinstance(event, PhaseStarted):
+            listening[0] = False
+
+    options: dict[str, Any] = {
+        "settings": settings(),
+        "store": MemoryHistoryStore(),
+        "observers": [forward],
+    }
     if state == "starting":
-        r.phase_started("db")
-        return r
-    r.phase_started("db")
-    if state == "ready":
-        r.phase_finished("db", "ok")
-    elif state == "degraded":
-        r.phase_finished("db", "bypassed", "db: infrastructure failure bypassed")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: run_startup(startup, **options))
+            await running.wait()
+            tg.cancel_scope.cancel()
     else:
-        r.phase_finished("db", "failed", "strict mode")
-    r.finished()
-    assert r.state.value == state
-    return r
+        try:
+            await run_startup(startup, **options)
+        except StartupFailed:
+            assert state == "failed"
+    assert mirror.state.value == state
+    return mirror
 
 
 @pytest.mark.parametrize(
@@ -152,19 +186,24 @@ def readiness_in(state: str) -> Readiness:
         ("failed", 503, 503, 503, 200),
     ],
 )
-def test_verdicts_per_state(
+async def test_verdicts_per_state(
     state: str, startupz: int, readyz: int, readyz_strict: int, livez: int
 ) -> None:
-    r = readiness_in(state)
+    r = await readiness_in(state)
     assert evaluate("startupz", r).status == startupz
     assert evaluate("readyz", r).status == readyz
     assert evaluate("readyz", r, degraded_ready=False).status == readyz_strict
     assert evaluate("livez", r).status == livez
     body = evaluate("readyz", r).body
     assert body["state"] == state
-    assert body["phases"]["db"]["outcome"] in ("running", "ok", "bypassed", "failed")
-    assert isinstance(body["since"], float)
-    assert body["since_iso"].endswith("+00:00")
+    expected = {"starting": "running", "ready": "ok", "degraded": "bypassed", "failed": "failed"}
+    assert body["phases"]["db"]["outcome"] == expected[state]
+    # ``since``: the last change of state, as ISO-8601 UTC text.
+    assert isinstance(body["since"], str)
+    assert body["since"].endswith("Z")
+    since = datetime.fromisoformat(body["since"])
+    assert since.utcoffset() == timedelta(0)
+    assert abs((datetime.now(UTC) - since).total_seconds()) < 3600
 
 
 def test_verdict_without_any_startup_is_starting_but_alive() -> None:
@@ -173,10 +212,10 @@ def test_verdict_without_any_startup_is_starting_but_alive() -> None:
     assert evaluate("livez", None).status == 200
 
 
-def test_degraded_body_carries_reasons() -> None:
-    body = evaluate("readyz", readiness_in("degraded")).body
+async def test_degraded_body_carries_reasons() -> None:
+    body = evaluate("readyz", await readiness_in("degraded")).body
     assert body["status"] == "ok"
-    assert body["reasons"] == ["db: infrastructure failure bypassed"]
+    assert body["reasons"] == [DB_BYPASSED]
     assert body["degraded_ready"] is True
 
 
@@ -189,7 +228,7 @@ def test_unknown_check_is_an_error() -> None:
 
 
 async def test_health_app_mounted_under_a_prefix() -> None:
-    r = readiness_in("degraded")
+    r = await readiness_in("degraded")
     app = Starlette(routes=[Mount("/health", app=health_app(r, degraded_ready=False))])
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://t"
@@ -220,7 +259,7 @@ async def test_health_app_follows_a_callable_source() -> None:
         transport=httpx.ASGITransport(app=app), base_url="http://t"
     ) as client:
         assert (await client.get("/readyz")).status_code == 503
-        current[0] = readiness_in("ready")
+        current[0] = await readiness_in("ready")
         assert (await client.get("/readyz")).status_code == 200
 
 
@@ -348,15 +387,21 @@ async def test_degraded_then_recovered_in_the_background() -> None:
     async def cache(ctx: PhaseContext) -> None:
         raise infra_error("cache refused")
 
-    app = Starlette(routes=[Mount("/", app=health_app())], lifespan=lifespan_for(startup))
+    healed_event = anyio.Event()
+
+    def on_change(event: Event) -> None:  # an observer, like any user's
+        if isinstance(event, ReadinessChanged) and event.snapshot.state.value == "ready":
+            assert event.previous.value == "degraded"
+            healed_event.set()
+
+    app = Starlette(
+        routes=[Mount("/", app=health_app())],
+        lifespan=lifespan_for(startup, observers=[on_change]),
+    )
     async with served(app) as (client, state):
         first = (await client.get("/readyz")).json()
         assert first["state"] == "degraded"
         assert first["reasons"][0].startswith("cache: infrastructure failure bypassed")
-        healed_event = anyio.Event()
-        state["readiness"].on_change(
-            lambda _prev, snap: healed_event.set() if snap.state.value == "ready" else None
-        )
         with anyio.fail_after(30):  # backoff starts at <= 0.5 s; 30 s means "never"
             await healed_event.wait()
         healed = (await client.get("/readyz")).json()
@@ -386,6 +431,23 @@ async def test_failed_startup_raises_with_summary_and_rolls_back(
     assert "phase:    pool" in err
     assert "kind:     infrastructure" in err
     assert app.state.readiness.state.value == "failed"
+
+
+async def test_readiness_is_on_app_state_before_the_phases_run() -> None:
+    """A health app served apart (reading ``app.state``) sees ``starting``, then the verdict."""
+    app = Starlette()
+    seen: list[tuple[str, int]] = []
+    startup = Startup("early")
+
+    @startup.phase()
+    async def look(ctx: PhaseContext) -> None:
+        readiness = app.state.readiness
+        seen.append((readiness.state.value, evaluate("startupz", readiness).status))
+
+    async with lifespan_for(startup)(app):
+        assert app.state.readiness.state.value == "ready"
+        assert evaluate("startupz", app.state.readiness).status == 200
+    assert seen == [("starting", 503)]
 
 
 async def test_failed_startup_raises_startup_failed_from_the_context() -> None:
@@ -543,7 +605,7 @@ async def test_kubernetes_probes_hit_smd_endpoints_within_smd_deadlines() -> Non
     )
     assert (startup["path"], ready["path"], live["path"]) == ("/startupz", "/readyz", "/livez")
     # Every probe path is answered by smd's endpoints (a 404 would be a typo).
-    app = health_app(readiness_in("ready"))
+    app = health_app(await readiness_in("ready"))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         for probe in (startup, ready, live):
             assert (await c.get(probe["path"])).status_code == 200
@@ -559,24 +621,32 @@ async def test_kubernetes_probes_hit_smd_endpoints_within_smd_deadlines() -> Non
     assert re.search(r"containerPort: *" + cmd[cmd.index("--port") + 1], text)
 
 
-def test_dockerfile_entrypoint_names_a_loadable_startup_and_the_app() -> None:
+def test_dockerfile_cmd_names_a_loadable_startup_and_the_app() -> None:
     text = (REPO / "examples" / "Dockerfile").read_text()
-    assert re.search(r"^FROM python:3\.11-slim$", text, re.M)
-    entrypoint = _dockerfile_instruction(text, "ENTRYPOINT")
-    assert entrypoint[:2] == ["smd", "run"]
-    assert entrypoint[-1] == "--"
+    # An exact Python version (pinned), and no gate: the app's lifespan runs
+    # the phases once per container (issue 15).
+    assert re.search(r"^FROM python:3\.11\.\d+-slim-\w+( AS \w+)?$", text, re.M)
+    assert not re.search(r"^ENTRYPOINT ", text, re.M)
     cmd = _dockerfile_instruction(text, "CMD")
     assert cmd[0] == "uvicorn"
     module, _, attr = cmd[1].partition(":")
     assert (REPO / (module.replace(".", "/") + ".py")).is_file()
     assert attr == "app"
-    for source in re.findall(r"^COPY (\S+(?: \S+)*) \S+$", text, re.M):
+    for source in re.findall(r"^COPY (?:--\S+ )*(\S+(?: \S+)*) \S+$", text, re.M):
         for path in source.split():
             assert (REPO / path).exists(), f"COPY source {path} missing"
-    # The gate's TARGET plans (dry run: no network) from the build context.
+    # The app's startup plans (dry run: no network) from the build context.
     env = {k: v for k, v in os.environ.items() if not k.startswith("SMD_")}
     plan = subprocess.run(
-        [sys.executable, "-m", "smd", "plan", entrypoint[2], "--format", "json"],
+        [
+            sys.executable,
+            "-m",
+            "smd",
+            "plan",
+            f"{module.replace('.', '/')}.py:startup",
+            "--format",
+            "json",
+        ],
         cwd=REPO,
         env={**env, "SMD_ENVIRONMENT": "production", "SMD_HISTORY_ENABLED": "false"},
         capture_output=True,

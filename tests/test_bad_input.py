@@ -85,10 +85,15 @@ CASES: dict[str, Case] = {
         ["plan", PLANS], INVALID, ("cycle: a -> c -> b -> a",), env={"BAD_CASE": "cycle"}
     ),
     # -- settings ------------------------------------------------------------------
+    # The argument is named as the argument (issue 10 section 5), not as SMD_ENVIRONMENT.
     "env-unknown-flag": Case(
         ["run", PLANS, "--env", "qa"],
         INVALID,
-        ("SMD_ENVIRONMENT", "unknown environment 'qa'", "development, staging, production, test"),
+        (
+            "smd: invalid argument --env (got 'qa'): ",
+            "unknown environment 'qa'",
+            "development, staging, production, test",
+        ),
     ),
     "env-unknown-variable": Case(
         ["plan", PLANS], INVALID, ("unknown environment 'qa'",), env={"SMD_ENVIRONMENT": "qa"}
@@ -157,6 +162,23 @@ CASES: dict[str, Case] = {
         ("SMD_TIMEOUTS__STAGING", "floor (50s) is above ceiling (5s)"),
         files={"smd.toml": b"[timeouts.staging]\nfloor = 50\nceiling = 5\n"},
     ),
+    # An unknown profile is one line and 78 like every invalid setting (issue 10 section 5).
+    "timeouts-profile-unknown": Case(
+        ["run", PLANS],
+        INVALID,
+        (
+            "invalid setting SMD_TIMEOUTS__PROFILE (got 'cloudsql-vpc')",
+            "unknown infrastructure profile",
+            "accepted: none, cloudsql-connector",
+        ),
+        env={"SMD_TIMEOUTS__PROFILE": "cloudsql-vpc"},
+    ),
+    "timeouts-profile-unknown-smd-toml": Case(
+        ["plan", PLANS],
+        INVALID,
+        ("SMD_TIMEOUTS__PROFILE", "'bogus'", "accepted: none"),
+        files={"smd.toml": b'[timeouts]\nprofile = "bogus"\n'},
+    ),
     "timeout-default-negative": Case(
         ["run", PLANS],
         INVALID,
@@ -183,7 +205,9 @@ CASES: dict[str, Case] = {
         env={"SMD_DATABASE_URL": "postgresql://u@h1:5432,h2:99999/db"},
     ),
     "check-dsn-bad-port": Case(
-        ["check", "postgres", DSN], INVALID, ("invalid DSN", "invalid port 'xx'", "integer")
+        ["check", "postgres", DSN],
+        INVALID,
+        ("invalid TARGET given to 'smd check postgres'", "invalid port 'xx'", "integer"),
     ),
     "check-dsn-bad-port-short-password": Case(
         ["check", "postgres", "postgresql://u:p@h:xx/db"],
@@ -239,6 +263,21 @@ CASES: dict[str, Case] = {
         ["run", PLANS, "--", "/nonexistent/bin/server"],
         USAGE,
         ("command not found after '--': '/nonexistent/bin/server'",),
+    ),
+    # -- output paths: checked before the first phase (issue 11) ---------------------
+    "report-directory-missing": Case(
+        ["run", PLANS, "--report", "missing/r.json"],
+        USAGE,
+        ("--report 'missing/r.json': directory 'missing' does not exist", "accepted: a file"),
+    ),
+    "report-is-a-directory": Case(
+        ["run", PLANS, "--report", "."], USAGE, ("--report '.' is a directory",)
+    ),
+    "trace-under-a-file": Case(
+        ["run", PLANS, "--trace", "notes.txt/trace.json"],
+        USAGE,
+        ("--trace 'notes.txt/trace.json': 'notes.txt' is not a directory", "accepted: a file"),
+        files={"notes.txt": b"a file, not a directory\n"},
     ),
     "cmd-after-plan": Case(
         ["plan", PLANS, "--", "uvicorn"], USAGE, ("'-- CMD' is only accepted by 'smd run'",)
@@ -386,9 +425,12 @@ def test_valid_database_urls_are_accepted(
 ) -> None:
     """The URL check rejects only what no client could use: no false alarms."""
     from smd import load_settings
+    from smd.phases._settings import DatabaseSettings
 
     monkeypatch.chdir(cwd)
     settings = load_settings(database_url=url)
+    # SMD_DATABASE_URL is owned by the PostgreSQL side and merged into the loaded settings.
+    assert isinstance(settings, DatabaseSettings)
     assert settings.database_url is not None
     assert settings.database_url.get_secret_value() == url
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -25,7 +26,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
         SMD_HISTORY_PATH=str(tmp_path / "history.sqlite3"),
         SMD_ENVIRONMENT="test",
         SMD_LOG_FORMAT="json",
-        SMD_TEST_MARKS=str(tmp_path / "marks.txt"),
+        SMDTEST_MARKS=str(tmp_path / "marks.txt"),
     )
     env.update(extra)
     return env
@@ -53,7 +54,7 @@ def test_plan_text_shows_order_waves_timeouts_and_decisions(tmp_path: Path) -> N
     assert "order: first -> second -> work" in out.stdout
     assert "wave 0: first" in out.stdout
     assert "wave 2: work" in out.stdout
-    assert "work: 20s [fixed]" in out.stdout
+    assert "work: 20s, per attempt 5s [fixed] fixed timeout of 20s set on the phase" in out.stdout
     assert "bypass decisions" in out.stdout
 
 
@@ -97,11 +98,11 @@ def test_run_exit_code_follows_the_outcome(
 ) -> None:
     report = tmp_path / "report.json"
     out = smd(
-        tmp_path, "run", KINDS, "--report", str(report), SMD_TEST_KIND=kind, SMD_TEST_TIMEOUT="0.5"
+        tmp_path, "run", KINDS, "--report", str(report), SMDTEST_KIND=kind, SMDTEST_TIMEOUT="0.5"
     )
     assert out.returncode == code, out.stderr
     doc = json.loads(report.read_text())
-    assert doc["version"] == 1
+    assert doc["version"] == 2
     assert doc["state"] == state
     assert doc["exit_code"] == code
     assert [p["name"] for p in doc["phases"]] == ["first", "second", "work"]
@@ -150,7 +151,7 @@ def test_failed_run_does_not_exec(tmp_path: Path) -> None:
         sys.executable,
         "-c",
         "print('server started')",
-        SMD_TEST_KIND="configuration",
+        SMDTEST_KIND="configuration",
     )
     assert out.returncode == 78
     assert "server started" not in out.stdout
@@ -167,9 +168,24 @@ def test_failed_run_does_not_exec(tmp_path: Path) -> None:
         (["plan", "no-colon"], {}, 64, "invalid TARGET"),
         (["plan", "tests/targets/bad_plan.py:startup"], {}, 78, "cycle: a -> b -> a"),
         (["plan", KINDS, "--env", "prod"], {}, 78, "accepted: development, staging"),
+        (["run", KINDS, "--env", "prod"], {}, 78, "invalid argument --env (got 'prod')"),
         (["plan", KINDS], {"SMD_STARTUP_BUDGET": "nan"}, 78, "SMD_STARTUP_BUDGET"),
         (["frobnicate"], {}, 64, "invalid choice"),
         (["run", KINDS, "--", "no-such-command-xyz"], {}, 64, "command not found"),
+        # Output paths are checked before the first phase: nothing runs, nothing is learned.
+        (
+            ["run", KINDS, "--report", "/nonexistent/dir/r.json"],
+            {},
+            64,
+            "--report '/nonexistent/dir/r.json': directory '/nonexistent/dir' does not exist",
+        ),
+        (["run", KINDS, "--trace", "tests"], {}, 64, "--trace 'tests' is a directory"),
+        (
+            ["run", KINDS, "--trace", "README.md/trace.json"],
+            {},
+            64,
+            "--trace 'README.md/trace.json': 'README.md' is not a directory",
+        ),
     ],
 )
 def test_bad_input_gets_one_line_and_the_documented_code(
@@ -185,13 +201,101 @@ def test_bad_input_gets_one_line_and_the_documented_code(
     assert marks(tmp_path) == []
 
 
+def test_env_argument_is_named_as_the_argument_not_the_variable(tmp_path: Path) -> None:
+    """Issue 10 section 5: ``--env prod`` is the argument's mistake, not SMD_ENVIRONMENT's."""
+    for command in (["plan", KINDS], ["run", KINDS], ["history"]):
+        out = smd(tmp_path, *command, "--env", "prod")
+        assert out.returncode == 78, out.stderr
+        (line,) = out.stderr.strip().splitlines()
+        assert line.startswith("smd: invalid argument --env (got 'prod'): "), line
+        assert "accepted: development, staging, production, test" in line
+        assert "SMD_ENVIRONMENT" not in line
+    # The variable is still named when the variable is wrong.
+    out = smd(tmp_path, "plan", KINDS, SMD_ENVIRONMENT="prod")
+    assert out.returncode == 78
+    assert "SMD_ENVIRONMENT" in out.stderr
+    assert "--env" not in out.stderr
+
+
+def test_run_help_shows_the_command_and_explains_every_option(tmp_path: Path) -> None:
+    """Issue 10 section 5: ``smd run --help`` shows ``-- CMD`` and every option has help text."""
+    out = smd(tmp_path, "run", "--help")
+    assert out.returncode == 0, out.stderr
+    usage = out.stdout.split("\n\n", 1)[0]
+    assert "TARGET [-- CMD ...]" in usage
+    assert "-- CMD" in out.stdout.split("\n\n", 1)[1]  # and it is explained below
+    # Every option the parser knows is in the usage and has its help text.
+    from smd._cli import _parser
+
+    def parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in action.choices.values():
+                    yield from parsers(child)
+
+    every = {p.prog: p for p in parsers(_parser())}
+    assert {"smd", "smd plan", "smd run", "smd check", "smd check postgres", "smd history"} <= set(
+        every
+    )
+    options = [a for a in every["smd run"]._actions if a.option_strings]
+    assert {o for a in options for o in a.option_strings} == {
+        "-h",
+        "--help",
+        "--env",
+        "--report",
+        "--trace",
+        "--sequential",
+    }
+    text = " ".join(out.stdout.split())
+    for action in options:
+        assert action.help, f"smd run {action.option_strings} has no help text"
+        assert " ".join(action.help.split()) in text, action.option_strings
+        if action.option_strings[0] != "-h":
+            assert action.option_strings[0] in usage, action.option_strings
+    # And every argument of every command (options, TARGET, COMMAND, NAME) has its help.
+    for prog, parser in every.items():
+        for action in parser._actions:
+            assert action.help, f"{prog}: {action.option_strings or action.dest} has no help"
+
+
+def test_report_and_trace_files_are_owner_only(tmp_path: Path) -> None:
+    """They name hosts, ports and databases: 0600 whatever the umask, even over an older file."""
+    report, trace = tmp_path / "report.json", tmp_path / "trace.json"
+    trace.write_text("old")
+    trace.chmod(0o644)
+    proc = subprocess.run(
+        [
+            "sh",
+            "-c",
+            'umask 000 && exec "$0" -m smd run "$1" --report "$2" --trace "$3"',
+            sys.executable,
+            KINDS,
+            str(report),
+            str(trace),
+        ],
+        cwd=ROOT,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for path in (report, trace):
+        assert path.stat().st_mode & 0o777 == 0o600, (path, oct(path.stat().st_mode))
+    assert json.loads(report.read_text())["state"] == "ready"
+    assert json.loads(trace.read_text())["traceEvents"]
+
+
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     out = smd(tmp_path, "--debug", "plan", "tests/targets/broken_import.py:startup")
     assert out.returncode == 64
     assert "Traceback" in out.stderr
 
 
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize(
+    ("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129)]
+)
 def test_signal_during_startup_tears_down_and_exits(
     tmp_path: Path, sig: signal.Signals, code: int
 ) -> None:
@@ -199,7 +303,7 @@ def test_signal_during_startup_tears_down_and_exits(
     proc = subprocess.Popen(
         [sys.executable, "-m", "smd", "run", KINDS, "--report", str(report)],
         cwd=ROOT,
-        env=_env(tmp_path, SMD_TEST_KIND="hang"),
+        env=_env(tmp_path, SMDTEST_KIND="hang"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -215,8 +319,47 @@ def test_signal_during_startup_tears_down_and_exits(
     assert marks(tmp_path)[-2:] == ["teardown second", "teardown first"]
     doc = json.loads(report.read_text())
     assert doc["state"] == "failed"
-    assert doc["interrupted"] == ("sigterm" if sig == signal.SIGTERM else "sigint")
+    assert doc["interrupted"] == sig.name.lower()
+    assert doc["exit_code"] == code
     assert doc["phases"][2]["outcome"] == "cancelled"
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_second_signal_abandons_teardown_but_still_reports(
+    tmp_path: Path, sig: signal.Signals, code: int
+) -> None:
+    """Issue 11: the second signal skips what is left of teardown; report and summary say so."""
+    report = tmp_path / "report.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "smd", "run", KINDS, "--report", str(report)],
+        cwd=ROOT,
+        env=_env(tmp_path, SMDTEST_KIND="hang", SMDTEST_SLOW_TEARDOWN="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def wait_for(mark: str) -> None:
+        deadline = time.monotonic() + 30
+        while mark not in marks(tmp_path):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, f"{mark!r} never happened"
+            time.sleep(0.02)
+
+    wait_for("waiting")
+    proc.send_signal(sig)
+    wait_for("slow teardown second")  # the first signal started the teardown
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == code, stderr
+    # Neither the abandoned teardown nor the one after it ran to its end.
+    assert "teardown second" not in marks(tmp_path)
+    assert "teardown first" not in marks(tmp_path)
+    doc = json.loads(report.read_text())
+    assert doc["interrupted"] == sig.name.lower()
+    assert doc["teardown_skipped"] == ["second", "first"]
+    assert "teardown skipped: second, first" in stderr
     assert "Traceback" not in stderr
 
 
@@ -276,8 +419,8 @@ def test_a_long_wait_is_visible_at_a_steady_interval(tmp_path: Path) -> None:
         tmp_path,
         "run",
         KINDS,
-        SMD_TEST_KIND="timeout",
-        SMD_TEST_TIMEOUT="1.2",
+        SMDTEST_KIND="timeout",
+        SMDTEST_TIMEOUT="1.2",
         SMD_PROGRESS_INTERVAL="0.25",
     )
     assert out.returncode == 75, out.stderr

@@ -17,25 +17,24 @@ from pgbed.cluster import AppCredentials, PgCluster, free_port
 from pgbed.proxy import FaultProxy
 from pydantic import SecretStr
 
-from checks.postgres import PostgresOptions
-from phases import Database, DatabasePhase
 from smd import (
     FailureKind,
-    FixedTimeout,
     InvalidPlan,
-    MemoryHistoryStore,
+    Outcome,
     PhaseContext,
     PhaseError,
-    Sample,
-    Series,
+    Report,
     Startup,
-    SystemClock,
-    TimeoutDecision,
-    TimingHistory,
+    StartupFailed,
+    State,
     load_settings,
+    run_startup,
 )
-from smd._report import Outcome, Report, StartupFailed, State
-from smd._sequencer import run_startup
+from smd.checks.postgres import PostgresOptions
+from smd.clock import SystemClock
+from smd.history import MemoryHistoryStore
+from smd.phases import Database, DatabasePhase
+from smd.timeouts import FixedTimeout, Sample, Series, TimeoutDecision, TimingHistory
 
 pytestmark = pytest.mark.postgres
 
@@ -107,7 +106,9 @@ async def test_ready_database_is_published_learned_and_torn_down(
     assert report.state is State.READY
     rep = report.phase("database")
     assert rep.outcome is Outcome.OK
-    assert rep.target == f"postgres://{pg.host}:{pg.port}/smd_app@test"
+    # The history key names the startup, the database (no user, no password)
+    # and the environment.
+    assert rep.target == f"svc/postgres://{pg.host}:{pg.port}/smd_app@test"
     assert len(rep.attempts) == 1
     assert rep.attempts[0].ok
     assert seen["pooled"] == 42
@@ -117,7 +118,10 @@ async def test_ready_database_is_published_learned_and_torn_down(
     assert db.pool is not None
     assert db.pool.is_closing()  # teardown closed the pool
     history = store.load(rep.target)
-    assert len(history.attempts) == 1  # the phase recorded the attempt latency
+    # The phase's probe, then the Database's own connects (the pool's first
+    # connection and the direct connect a later phase made): the learned
+    # per-attempt deadline bounds them, and they teach it too.
+    assert len(history.attempts) == 3
     assert len(history.ready) == 1  # the sequencer recorded the time to ready
     assert not history.ready[0].censored
 
@@ -130,7 +134,7 @@ async def test_dsn_from_settings(pg_dsn: str) -> None:
     # The history key is the database itself (no user, no password), known
     # once settings are loaded.
     host_port_db = pg_dsn.split("@", 1)[1].split("?", 1)[0]
-    assert report.phase("database").target == f"postgres://{host_port_db}@production"
+    assert report.phase("database").target == f"svc/postgres://{host_port_db}@production"
 
 
 async def test_no_dsn_anywhere_is_a_configuration_failure() -> None:
@@ -170,7 +174,7 @@ async def test_outcome_follows_the_bypass_matrix(
     else:
         dsn, kind = pg.dsn(pg_app.user, SECRET, pg_app.database), FailureKind.CONFIGURATION
     store = MemoryHistoryStore()
-    target = f"{PostgresOptions.from_dsn(dsn).target_key()}@{environment}"
+    target = f"svc/{PostgresOptions.from_dsn(dsn).target_key()}@{environment}"
     if seed:
         healthy_history(store, target)
     startup = Startup("svc")
@@ -190,7 +194,8 @@ async def test_outcome_follows_the_bypass_matrix(
     assert rep.decision is not None
     if kind is FailureKind.CONFIGURATION:
         assert rep.failure.attempts == 1
-        assert rep.failure.sqlstate == "28P01"
+        assert rep.failure.code == "28P01"
+        assert rep.failure.details["sqlstate"] == "28P01"
     else:
         assert rep.failure.attempts >= 2
         # The phase's own classified failure, not the sequencer's cut-off.
@@ -256,7 +261,7 @@ async def test_recovery_probe_raises_until_the_database_is_back(
         assert await conn.fetchval("SELECT 1") == 1
     finally:
         await conn.close()
-    assert len(history.attempts) == 1
+    assert len(history.attempts) == 2  # the recovery probe, then the Database's connect
     assert ctx.attempts[0].ok
 
 
@@ -270,7 +275,8 @@ async def test_run_function_with_a_hand_built_context_records_attempts(
         await dp.run(ctx)
     failure = info.value.failure
     assert failure.kind is FailureKind.INFRASTRUCTURE
-    assert failure.sqlstate == "53300"
+    assert failure.code == "53300"
+    assert failure.details["sqlstate"] == "53300"
     assert failure.attempts >= 2
     assert len(history.attempts) == failure.attempts  # each 53300 was answered
     assert len(ctx.attempts) == failure.attempts

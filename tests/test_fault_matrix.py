@@ -49,15 +49,16 @@ from pgbed.fakepg import FakePostgres, PgError
 from pgbed.proxy import Blackhole, FaultProxy, Forward, Reset
 from pgbed.proxy import Mode as ProxyMode
 
-from checks.postgres import PostgresOptions
-from smd._samples import TimingHistory
-from smd._sqlite_store import SQLiteHistoryStore
+from smd.checks.postgres import PostgresOptions
+from smd.history import SQLiteHistoryStore
+from smd.timeouts import TimingHistory
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = "tests/targets/db_only.py:startup"
 UNKNOWN_HOST = "db.nonexistent.test"
 STARTING_FOR = 3.0  # seconds of 57P03 in the "57P03 for 3 s" fault
 SLOW_LATENCY = 0.1
+SEEDED = 5  # healthy starts recorded before a "healthy history" run
 
 
 class FirstContactProxy(FaultProxy):
@@ -102,11 +103,21 @@ CASES += [Case(f, "staging", "default", "healthy") for f in FAULTS]
 
 
 @dataclass(frozen=True, slots=True)
+class Learned:
+    """What the run left in its history store for the database's target."""
+
+    ready: int  # uncensored ready samples (time to ready)
+    censored: int  # censored ready samples ("ready after at least T")
+    failures: int  # failures that waiting would not have healed
+
+
+@dataclass(frozen=True, slots=True)
 class Run:
     case: Case
     code: int
     report: dict[str, Any] | None
     stderr: str
+    learned: Learned
     dns_queries: int = 0
 
     @property
@@ -248,20 +259,36 @@ def _dsn_for(bed: Bed, f: Fault, proxy: FaultProxy | None) -> str:
     raise AssertionError(f"no recipe for fault {key!r}")
 
 
-def _seed_healthy(path: Path, dsn: str, env: str) -> None:
-    """Five recent healthy starts: evidence for ``success_rate``, too few to learn a timeout.
+def _history_key(dsn: str, env: str) -> str:
+    """The key `smd run` of db_only.py uses: ``<startup>/<dependency>@<environment>``."""
+    return f"db_only/{PostgresOptions.from_dsn(dsn).target_key()}@{env}"
 
-    (The adaptive timeout needs ``min_samples`` = 8 ready samples, so the
-    deadline stays the environment's default and the fault behaves as in
-    the unseeded runs.)
+
+def _learned(path: Path, dsn: str, env: str) -> Learned:
+    history = SQLiteHistoryStore(path).load(_history_key(dsn, env))
+    return Learned(
+        ready=sum(1 for s in history.ready if not s.censored),
+        censored=sum(1 for s in history.ready if s.censored),
+        failures=len(history.failures),
+    )
+
+
+def _seed_healthy(path: Path, dsn: str, env: str, deadline: float) -> None:
+    """Five recent healthy starts: evidence for ``success_rate`` that leaves the deadline alone.
+
+    With fewer than ``min_samples`` (8) starts the adaptive timeout is in its
+    graded warm-up: the few samples may shorten the deadline below the
+    environment's default, never lengthen it. Starts that each took the
+    case's whole deadline keep it at the default, so the fault behaves as in
+    the unseeded runs (the cell's verdict is what changes, not its timing).
     """
-    target = f"{PostgresOptions.from_dsn(dsn).target_key()}@{env}"
+    target = _history_key(dsn, env)
     history = TimingHistory()
     now = time.time()
-    samples = [history.record_success(0.05, at=now - 600.0 * (i + 1)) for i in range(5)]
+    samples = [history.record_success(deadline, at=now - 600.0 * (i + 1)) for i in range(SEEDED)]
     store = SQLiteHistoryStore(path)
     store.append(target, samples)
-    assert len(store.load(target).ready) == 5
+    assert len(store.load(target).ready) == SEEDED
 
 
 def _run_case(bed: Bed, case: Case) -> Run:
@@ -282,7 +309,7 @@ def _run_case(bed: Bed, case: Case) -> Run:
     try:
         dsn = _dsn_for(bed, f, proxy)
         if case.history == "healthy":
-            _seed_healthy(history, dsn, case.env)
+            _seed_healthy(history, dsn, case.env, f.deadline)
         env = {k: v for k, v in os.environ.items() if not k.startswith("SMD_")}
         env.update(
             SMD_HISTORY_PATH=str(history),
@@ -305,7 +332,7 @@ def _run_case(bed: Bed, case: Case) -> Run:
         if proxy is not None:
             proxy.close()
     doc = json.loads(report.read_text()) if report.exists() else None
-    return Run(case, out.returncode, doc, out.stderr)
+    return Run(case, out.returncode, doc, out.stderr, _learned(history, dsn, case.env))
 
 
 @pytest.fixture(scope="module")
@@ -383,7 +410,9 @@ def test_fault_matrix_cell(bed: Bed, runs: dict[str, Run], case: Case) -> None:
     else:
         assert p["failure"]["kind"] == f.kind, context
         if f.sqlstate is not None:
-            assert p["failure"]["sqlstate"] == f.sqlstate, context
+            # The SQLSTATE is the failure's generic code, and named in its details.
+            assert p["failure"]["code"] == f.sqlstate, context
+            assert p["failure"]["details"]["sqlstate"] == f.sqlstate, context
         decision = p["decision"]
         assert decision["action"] == want.action, context
         assert decision["mode"] == want.mode == effective_mode(case.env, case.mode)
@@ -399,6 +428,21 @@ def test_fault_matrix_cell(bed: Bed, runs: dict[str, Run], case: Case) -> None:
                 assert "meets all 4 conditions" in reason, reason
             else:
                 assert f"kind {f.kind} is not in the allowed kinds" in reason, reason
+
+    # what was learned: a wait that the deadline ended while the failure could
+    # still heal is a censored sample ("ready after at least this long"),
+    # whatever fraction of the deadline it used; a failure that cannot heal
+    # is a failure sample, never a time to ready.
+    seeded = SEEDED if case.history == "healthy" else 0
+    healable = f.kind in ("infrastructure", "timeout")
+    if f.kind is None:
+        assert run.learned == Learned(seeded + 1, 0, 0), context
+    elif healable:
+        assert p["failure"]["deadline_reached"] is True, context
+        assert run.learned == Learned(seeded, 1, 0), context
+    else:
+        assert p["failure"]["deadline_reached"] is False, context
+        assert run.learned == Learned(seeded, 0, 1), context
 
     # attempts: what can heal is retried, what cannot is tried once
     attempts = p["attempts"]

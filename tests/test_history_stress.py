@@ -6,8 +6,10 @@
   EFBIG) and, where mounting is allowed, a tiny tmpfs filled to the brim;
 - 20 processes started at once against three stores: fresh with a bound
   above everything written, fresh with a bound below it, and a corrupt file;
-- the real ``smd run`` with a damaged store, an uncreatable store directory
-  and a full disk: startup completes, with one warning.
+- the real ``smd run`` with a damaged store, a store of the previous schema,
+  an uncreatable store directory, a full disk, and a history path that is not
+  a regular file (``/dev/null``, ``/dev/full``, a FIFO, a directory):
+  startup completes, with one warning, and nothing is created next to it.
 
 Every scenario asserts: no exception, at most one warning, the file intact
 (``PRAGMA integrity_check``), and no sample lost within the bound.
@@ -34,10 +36,10 @@ from typing import Any, BinaryIO
 import pytest
 from structlog.testing import capture_logs
 
-from smd import Sample, Series
-from smd._sqlite_store import SQLiteHistoryStore
+from smd.history import SQLiteHistoryStore, TargetInfo, target_key
+from smd.timeouts import Sample, Series
 
-TARGET = "postgres://db.internal:5432/app@production"
+TARGET = target_key("api", "postgres://db.internal:5432/app", "production")
 NOBODY = 65534
 IS_ROOT = os.geteuid() == 0
 
@@ -137,9 +139,15 @@ def shared_dir() -> Iterator[Path]:
 
 
 def make_unwritable(directory: Path) -> int | None:
-    """Deny writes in ``directory``; the uid the child must run as (None: this one)."""
+    """Deny writes in ``directory``, keep its files readable; the uid the child
+    must run as (None: this one)."""
     if IS_ROOT:
-        return NOBODY  # root ignores permission bits; nobody does not own the dir
+        # Root ignores permission bits: the child runs as nobody, who does not
+        # own the directory. The store made its file 0600 (root's); let nobody
+        # read it, as the owner of an unwritable directory could.
+        for p in directory.iterdir():
+            p.chmod(0o644)
+        return NOBODY
     directory.chmod(0o500)
     for p in directory.iterdir():
         p.chmod(0o400)
@@ -169,7 +177,7 @@ def test_unwritable_directory_with_history_reads_it_and_warns_once(shared_dir: P
             "first": [s.at for s in first.ready],
             "again_ready": [s.at for s in again.ready],
             "again_attempts": len(again.attempts),
-            "targets": store.targets(),
+            "targets": list(store.targets()),
             "degraded": store.degraded,
         }
 
@@ -190,6 +198,33 @@ def test_unwritable_directory_with_history_reads_it_and_warns_once(shared_dir: P
     assert sorted(p.name for p in state.iterdir()) == names_before
 
 
+@pytest.mark.skipif(not IS_ROOT, reason="needs another user's private file")
+def test_another_users_private_store_is_skipped_with_one_warning(shared_dir: Path) -> None:
+    """The store is 0600: another user (here nobody) can neither read nor write it."""
+    state = shared_dir / "state"
+    state.mkdir(mode=0o755)
+    path = state / "history.sqlite3"
+    seed(path)
+    assert path.stat().st_mode & 0o077 == 0  # private to its owner
+    before = path.read_bytes()
+    names_before = sorted(p.name for p in state.iterdir())
+
+    def body() -> dict[str, Any]:
+        store = SQLiteHistoryStore(path)
+        h = store.load(TARGET)
+        h.record_success(0.7, at=5000.0)
+        store.append(TARGET, h.pending)
+        return {"ready": [s.at for s in store.load(TARGET).ready], "degraded": store.degraded}
+
+    out = in_child(body, uid=NOBODY)
+    assert out["error"] is None
+    assert out["ready"] == [5000.0]  # nothing could be read; this process's sample kept
+    assert out["degraded"] is True
+    assert [w["event"] for w in out["warnings"]] == ["smd.history.unwritable"]
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in state.iterdir()) == names_before
+
+
 def test_unwritable_directory_without_history_warns_once(shared_dir: Path) -> None:
     state = shared_dir / "state"
     state.mkdir(mode=0o755)
@@ -201,7 +236,7 @@ def test_unwritable_directory_without_history_warns_once(shared_dir: Path) -> No
         h = store.load(TARGET)
         h.record_timeout(30.0, at=1.0)
         store.append(TARGET, h.pending)
-        return {"ready": len(store.load(TARGET).ready), "targets": store.targets()}
+        return {"ready": len(store.load(TARGET).ready), "targets": list(store.targets())}
 
     out = in_child(body, uid=uid)
     assert out["error"] is None
@@ -228,7 +263,7 @@ def test_file_size_limit_keeps_committed_history_and_warns_once(tmp_path: Path) 
             for i in range(4000)  # several hundred KiB of WAL: over the limit
         ]
         for t in range(5):
-            store.append(f"phase:bulk{t}@production", big)
+            store.append(target_key("api", f"phase:bulk{t}", "production"), big)
         store.append(TARGET, [Sample(Series.READY, 4000.0, 0.6)])
         return {
             "ok_before": ok_before,
@@ -249,7 +284,7 @@ def test_file_size_limit_keeps_committed_history_and_warns_once(tmp_path: Path) 
         *(s.at for s in seeded),
         2000.0,
     ]
-    assert SQLiteHistoryStore(path).targets() == [TARGET]
+    assert list(SQLiteHistoryStore(path).targets()) == [TARGET]
 
 
 @contextlib.contextmanager
@@ -298,7 +333,7 @@ def test_full_tmpfs_keeps_committed_history_and_warns_once() -> None:
                 h.record_attempt(0.01, at=3000.0 + i)
             h.record_success(0.4, at=4000.0)
             for t in range(5):
-                store.append(f"phase:bulk{t}@production", h.pending)
+                store.append(target_key("api", f"phase:bulk{t}", "production"), h.pending)
             store.append(TARGET, h.pending)
             return {
                 "loaded": loaded,
@@ -323,7 +358,7 @@ WORKER = textwrap.dedent(
     """
     import json, sys
     from structlog.testing import capture_logs
-    from smd._sqlite_store import SQLiteHistoryStore
+    from smd.history import SQLiteHistoryStore
 
     k, index, target = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     specs = [arg.rsplit("=", 1) for arg in sys.argv[4:]]  # path=bound
@@ -339,7 +374,7 @@ WORKER = textwrap.dedent(
                 h.record_attempt(index + i / 1000, at=at)
                 h.record_success(index + i / 1000, at=at + 0.5)
                 store.append(target, h.pending)
-                store.append(f"phase:worker{index}@test", [h.pending[0]])
+                store.append(f"api/phase:worker{index}@test", [h.pending[0]])
     print(json.dumps({
         "warnings": [{k: str(v) for k, v in e.items()}
                      for e in logs if e.get("log_level") == "warning"],
@@ -387,6 +422,11 @@ def run_fleet(stores: dict[Path, int]) -> list[dict[str, Any]]:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+def worker_key(index: int) -> str:
+    """The second target each fleet process writes (its own)."""
+    return target_key("api", f"phase:worker{index}", "test")
 
 
 def expected() -> dict[Series, list[tuple[float, float]]]:
@@ -437,9 +477,9 @@ def test_fleet_loses_no_sample_within_the_bound(fleet: Fleet) -> None:
         # Every sample of every process, exactly once.
         assert rows(fleet.big, TARGET, series) == samples
     for idx in range(FLEET):
-        assert len(rows(fleet.big, f"phase:worker{idx}@test", Series.ATTEMPT)) == ROUNDS
-    assert SQLiteHistoryStore(fleet.big).targets() == sorted(
-        [TARGET, *(f"phase:worker{i}@test" for i in range(FLEET))]
+        assert len(rows(fleet.big, worker_key(idx), Series.ATTEMPT)) == ROUNDS
+    assert list(SQLiteHistoryStore(fleet.big).targets()) == sorted(
+        [TARGET, *(worker_key(i) for i in range(FLEET))]
     )
 
 
@@ -449,7 +489,7 @@ def test_fleet_keeps_exactly_the_newest_samples_over_the_bound(fleet: Fleet) -> 
         # Exactly the newest `bound`, whichever process wrote them.
         assert rows(fleet.small, TARGET, series) == samples[-SMALL_BOUND:]
     for idx in range(FLEET):
-        assert len(rows(fleet.small, f"phase:worker{idx}@test", Series.ATTEMPT)) == ROUNDS
+        assert len(rows(fleet.small, worker_key(idx), Series.ATTEMPT)) == ROUNDS
 
 
 def test_fleet_moves_a_corrupt_file_aside_exactly_once(fleet: Fleet) -> None:
@@ -544,7 +584,7 @@ def test_smd_run_with_a_damaged_store_completes_with_one_warning(
         store = SQLiteHistoryStore(history)
         for t in range(6):  # enough pages that half the file is real damage
             store.append(
-                f"phase:bulk{t}@development",
+                target_key("demo", f"phase:bulk{t}", "development"),
                 [Sample(Series.ATTEMPT, float(i), 0.01) for i in range(200)],
             )
         os.truncate(history, history.stat().st_size // 2)
@@ -558,10 +598,98 @@ def test_smd_run_with_a_damaged_store_completes_with_one_warning(
     assert moved.read_bytes() == damaged  # kept aside for inspection
     # The fresh store learned from this run.
     assert integrity(history) == "ok"
-    assert SQLiteHistoryStore(history).targets() == [
-        "phase:cache@development",
-        "phase:config@development",
-    ]
+    assert_learned_from_the_run(history)
+
+
+def assert_learned_from_the_run(history: Path) -> None:
+    """The store holds this run's two phases, keyed by the startup's name."""
+    assert SQLiteHistoryStore(history).targets() == {
+        f"demo/phase:{name}@development": TargetInfo(
+            f"demo/phase:{name}@development",
+            "demo",
+            f"phase:{name}",
+            "development",
+            name,
+            {"type": "default"},
+        )
+        for name in ("cache", "config")
+    }
+
+
+def make_v1(path: Path) -> None:
+    """A history file as smd wrote it before schema 2 (keys without the startup)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(
+            "CREATE TABLE samples (id INTEGER PRIMARY KEY, target TEXT NOT NULL, "
+            "series TEXT NOT NULL, at REAL NOT NULL, seconds REAL, "
+            "censored INTEGER NOT NULL DEFAULT 0, kind TEXT)"
+        )
+        conn.execute("CREATE INDEX samples_by_target ON samples (target, series, at)")
+        conn.executemany(
+            "INSERT INTO samples (target, series, at, seconds) VALUES (?, 'ready', ?, 0.01)",
+            [
+                (f"phase:{name}@development", float(i))
+                for name in ("cache", "config")
+                for i in range(8)
+            ],
+        )
+        conn.execute("PRAGMA user_version = 1")
+    finally:
+        conn.close()
+
+
+def test_smd_run_with_a_v1_store_moves_it_aside_with_one_warning(tmp_path: Path) -> None:
+    history = tmp_path / "history.sqlite3"
+    make_v1(history)
+    old = history.read_bytes()
+    code, events = smd_run(tmp_path, history)
+    assert_ready(code, events)
+    warnings = history_events(events)
+    assert [(w["event"], w["level"]) for w in warnings] == [("smd.history.replaced", "warning")]
+    moved = Path(warnings[0]["moved_to"])
+    assert moved.parent == tmp_path
+    assert moved.name.startswith("history.sqlite3.v1-")
+    assert moved.read_bytes() == old
+    assert integrity(history) == "ok"
+    assert_learned_from_the_run(history)
+    # The next run uses the fresh store quietly, and adds to it.
+    code, events = smd_run(tmp_path, history)
+    assert_ready(code, events)
+    assert history_events(events) == []
+    assert len(rows(history, "demo/phase:cache@development", Series.READY)) == 2
+
+
+@pytest.mark.parametrize("kind", ["/dev/null", "/dev/full", "fifo", "directory"])
+def test_smd_run_with_a_history_path_that_is_not_a_file_creates_nothing(
+    tmp_path: Path, kind: str
+) -> None:
+    if kind.startswith("/dev/"):
+        history = Path(kind)
+        if not history.exists():
+            pytest.skip(f"{kind} does not exist here")
+    else:
+        history = tmp_path / "state" / "history.sqlite3"
+        history.parent.mkdir()
+        if kind == "fifo":
+            os.mkfifo(history)
+        else:
+            history.mkdir()
+    around = history.parent
+    sidecars = [Path(f"{history}{suffix}") for suffix in ("-journal", "-wal", "-shm")]
+    assert [p for p in sidecars if p.exists()] == [], "left by an earlier run"
+    before = sorted(p.name for p in around.iterdir())
+
+    code, events = smd_run(tmp_path, history)
+    assert_ready(code, events)
+    warnings = history_events(events)
+    assert [(w["event"], w["level"]) for w in warnings] == [("smd.history.unwritable", "warning")]
+    assert warnings[0]["path"] == str(history)
+    assert [p for p in sidecars if p.exists()] == []
+    assert sorted(p.name for p in around.iterdir()) == before
+    if kind == "directory":
+        assert list(history.iterdir()) == []
 
 
 def test_smd_run_with_an_uncreatable_store_directory_completes_with_one_warning(

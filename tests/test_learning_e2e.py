@@ -22,9 +22,10 @@ from typing import Any
 
 from pgbed.proxy import FaultProxy, Forward
 
-from checks.postgres import PostgresOptions
-from smd._samples import TimingHistory
-from smd._sqlite_store import SQLiteHistoryStore
+from smd.checks.postgres import PostgresOptions
+from smd.history import SQLiteHistoryStore, TargetInfo
+from smd.phases import DatabasePhase
+from smd.timeouts import TimingHistory, policy_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = "tests/targets/db_only.py:startup"
@@ -85,7 +86,7 @@ def test_learned_timeout_shrinks_with_healthy_runs_then_grows_after_a_slow_episo
     tmp_path: Path, fault_proxy: FaultProxy, pg_dsn: str
 ) -> None:
     dsn = fault_proxy.dsn(pg_dsn)
-    target = f"{PostgresOptions.from_dsn(dsn).target_key()}@{ENV}"
+    target = f"db_only/{PostgresOptions.from_dsn(dsn).target_key()}@{ENV}"
 
     # No history: the first run uses the environment's no-data default.
     first = _run(tmp_path, dsn)
@@ -95,8 +96,16 @@ def test_learned_timeout_shrinks_with_healthy_runs_then_grows_after_a_slow_episo
     assert entry["timeout"]["source"] == "default"
     assert entry["timeout"]["seconds"] == NO_DATA_DEFAULT
 
+    # The graded warm-up: each of the next starts may only shorten the
+    # deadline from the no-data default as the few fast samples agree,
+    # never lengthen it.
+    previous = NO_DATA_DEFAULT
     for _ in range(MIN_SAMPLES - 1):
-        assert _run(tmp_path, dsn)["timeout"]["source"] == "default"
+        warm = _run(tmp_path, dsn)["timeout"]
+        assert warm["seconds"] <= previous, warm
+        assert warm["seconds"] <= NO_DATA_DEFAULT
+        previous = warm["seconds"]
+    assert previous < NO_DATA_DEFAULT  # what the warm-up is for: no 8 slow starts
 
     healthy = _learned(tmp_path, dsn, target)
     assert healthy["ready"]["count"] == MIN_SAMPLES
@@ -142,11 +151,25 @@ def test_history_honours_the_min_samples_setting(tmp_path: Path) -> None:
     ``smd history`` (and ``smd run``) to show an adaptive deadline.
     """
     dsn = "postgresql://app:pw@db.example.invalid:5432/app"
-    target = f"{PostgresOptions.from_dsn(dsn).target_key()}@{ENV}"
+    dependency = PostgresOptions.from_dsn(dsn).target_key()
+    target = f"db_only/{dependency}@{ENV}"
     history = TimingHistory()
     now = time.time()
     samples = [history.record_success(0.05, at=now - 60.0 * (i + 1)) for i in range(4)]
-    SQLiteHistoryStore(tmp_path / "history.sqlite3").append(target, samples)
+    # What `smd run` of tests/targets/db_only.py records with the samples: the
+    # target's startup, dependency and phase, and the phase's timeout policy
+    # (`smd history` computes the deadline with that policy).
+    phase = DatabasePhase().to_phase()
+    info = TargetInfo(
+        target, "db_only", dependency, ENV, phase.name, policy_spec(phase.timeout_policy())
+    )
+    SQLiteHistoryStore(tmp_path / "history.sqlite3").append_many({target: samples}, {target: info})
+    # With the built-in min_samples (8), four starts are only a warm-up...
+    warm = _learned(tmp_path, dsn, target)["timeout"]
+    assert warm["details"]["min_samples"] == 8, warm
+    assert warm["details"]["statistic"] == "warm-up log-normal predictive bound", warm
+    # ...and with min_samples = 4 they are enough for the full estimate.
     entry = _learned(tmp_path, dsn, target, SMD_TIMEOUTS__MIN_SAMPLES="4")
     assert entry["timeout"]["details"]["min_samples"] == 4, entry["timeout"]
     assert entry["timeout"]["source"] == "adaptive", entry["timeout"]
+    assert entry["timeout"]["details"]["statistic"].startswith("upper "), entry["timeout"]

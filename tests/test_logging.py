@@ -10,21 +10,15 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import pytest
 import structlog
 
-from smd import (
-    MemoryHistoryStore,
-    PermissivePolicy,
-    Phase,
-    PhaseContext,
-    StrictPolicy,
-    load_settings,
-)
+from smd import Phase, PhaseContext, StartupFailed, load_settings, run_startup
 from smd._logging import configure_logging, get_logger
-from smd._redact import register_secret
-from smd._report import StartupFailed
-from smd._sequencer import run_startup
+from smd.bypass import PermissivePolicy, StrictPolicy
+from smd.history import MemoryHistoryStore
+from smd.secrets import register_secret
 
 SECRET = "tok-9f8e7d6c5b4a"
 URL_PASSWORD = "pw-in-the-url-31337"
@@ -179,6 +173,53 @@ async def test_failure_and_decision_are_logged() -> None:
     assert finished["outcome"] == "bypassed"
     assert finished["kind"] == "application"
     assert events(buf, "smd.startup.finished")[0]["state"] == "degraded"
+
+
+async def test_waiting_is_first_logged_one_interval_after_each_phase_started() -> None:
+    """Issue 10 section 5: ``smd.phase.waiting`` counts from the phase's own start.
+
+    ``late`` starts about 0.3 s into the run, between two multiples of the
+    interval: a reporter ticking on the run's schedule would report it after
+    about 0.1 s. No duration is asserted, only what each report says it waited.
+    """
+    interval = 0.2
+    buf = io.StringIO()
+    configure_logging("json", "info", stream=buf)
+
+    def sleeping(seconds: float) -> Any:
+        async def fn(ctx: PhaseContext) -> None:
+            await anyio.sleep(seconds)
+
+        return fn
+
+    s = startup_of(
+        Phase(name="early", run=sleeping(0.7)),
+        Phase(name="kick", run=sleeping(0.3)),
+        Phase(name="late", run=sleeping(0.7), requires=("kick",)),
+    )
+    await run_startup(
+        s,
+        settings=load_settings(environment="test", progress_interval=interval),
+        store=MemoryHistoryStore(),
+        policy=StrictPolicy(),
+    )
+    names = [e["event"] for e in lines(buf)]
+    waiting = events(buf, "smd.phase.waiting")
+    by_phase: dict[str, list[float]] = {}
+    for e in waiting:
+        by_phase.setdefault(e["phase"], []).append(e["waited"])
+    assert {"early", "late"} <= set(by_phase), waiting
+    # The late phase is reported only once it started, never before.
+    first_late = next(i for i, e in enumerate(lines(buf)) if e.get("phase") == "late")
+    assert lines(buf)[first_late]["event"] == "smd.phase.started"
+    assert names.index("smd.phase.waiting") > names.index("smd.phase.started")
+    for phase, waited in by_phase.items():
+        # The n-th report of a phase comes at least n intervals after it began
+        # (the log rounds to milliseconds).
+        assert waited[0] >= interval, (phase, waited)
+        for n, seconds in enumerate(waited, start=1):
+            assert seconds >= round(n * interval, 3), (phase, waited)
+        assert waited == sorted(waited)
 
 
 async def test_stdlib_logging_goes_through_the_same_pipeline() -> None:

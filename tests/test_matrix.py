@@ -3,34 +3,49 @@
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import MutableMapping
 from pathlib import Path
+from statistics import NormalDist
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
 from smd import (
+    Environment,
+    Failure,
+    FailureKind,
+    PhaseContext,
+    PhaseError,
+    Report,
+    SettingsError,
+    Startup,
+    StartupFailed,
+    load_settings,
+    run_startup,
+)
+from smd._cli_plan import plan_document
+from smd.bypass import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_MODES,
     Action,
+    BypassMatrix,
+    BypassMode,
     BypassPolicy,
     Condition,
     Decision,
     DecisionContext,
-    Failure,
-    FailureKind,
-    ManualClock,
-    SettingsError,
-    TimingHistory,
-    load_settings,
-)
-from smd._matrix import (
-    DEFAULT_MODES,
-    BypassMatrix,
+    StrictPolicy,
     apply_force,
-    decision_event,
-    render_matrix_markdown,
+    decide,
     success_rate,
     wilson_lower_bound,
 )
-from smd._settings import BypassMode, BypassSettings, Environment
+from smd.clock import ManualClock
+from smd.history import MemoryHistoryStore, SQLiteHistoryStore, target_key
+from smd.settings import BypassSettings, Settings
+from smd.timeouts import TimingHistory
 
 HOUR = 3600.0
 ENVS = list(Environment)
@@ -75,6 +90,7 @@ def ctx(
     *,
     essential: bool = False,
     clock: ManualClock | None = None,
+    settings: BypassSettings | None = None,
 ) -> DecisionContext:
     env_name = env.value if isinstance(env, Environment) else env
     return DecisionContext(
@@ -84,6 +100,7 @@ def ctx(
         target="db@x",
         history=history,
         clock=clock,
+        settings=settings if settings is not None else BypassSettings(),
     )
 
 
@@ -96,6 +113,31 @@ def cond(decision: Decision, name: str) -> Condition:
         if c.name == name:
             return c
     raise AssertionError(f"no condition {name!r} in {decision!r}")
+
+
+def failing_startup(kind: FailureKind, **phase: Any) -> Startup:
+    """A startup ``svc`` whose one phase ``db`` fails with ``kind``."""
+    startup = Startup("svc")
+
+    @startup.phase(name="db", **phase)
+    async def db(ctx: PhaseContext) -> None:
+        raise PhaseError(failure(kind))
+
+    return startup
+
+
+async def real_run(
+    startup: Startup, settings: Settings, store: MemoryHistoryStore | None = None
+) -> tuple[Report, list[MutableMapping[str, Any]]]:
+    """Run ``startup`` for real; its report (failed or not) and the bypass log lines."""
+    with capture_logs() as logs:
+        try:
+            report = await run_startup(
+                startup, settings=settings, store=store or MemoryHistoryStore()
+            )
+        except StartupFailed as err:
+            report = err.report
+    return report, [e for e in logs if str(e["event"]).startswith("smd.bypass.")]
 
 
 # ------------------------------------------------------------------ every cell
@@ -178,14 +220,19 @@ def test_mode_argument_in_code() -> None:
 # ------------------------------------------------------------------ force
 
 
+FORCE = BypassSettings(force_continue=True)
+
+
 @pytest.mark.parametrize("kind", KINDS, ids=str)
 @pytest.mark.parametrize("env", ENVS, ids=str)
 def test_force_continue(env: Environment, kind: FailureKind) -> None:
-    matrix = BypassMatrix.from_settings(load_settings(bypass={"force_continue": True}))
     with capture_logs() as logs:
-        d = matrix.decide(failure(kind), ctx(env))
-    normal = BypassMatrix().decide(failure(kind), ctx(env))
-    events = [e["event"] for e in logs]
+        d = decide(BypassMatrix(), failure(kind), ctx(env, settings=FORCE))
+    assert logs == []  # deciding logs nothing; the run's log observer does
+    normal = decide(BypassMatrix(), failure(kind), ctx(env))
+    assert not normal.forced
+    # The matrix itself knows nothing of the override: decide() applies it.
+    assert BypassMatrix().decide(failure(kind), ctx(env, settings=FORCE)) == normal
     if env is Environment.PRODUCTION:
         assert d.action is normal.action is Action.FAIL
         assert not d.forced
@@ -193,66 +240,126 @@ def test_force_continue(env: Environment, kind: FailureKind) -> None:
         assert refused.holds is False
         assert "refused in production" in d.reason
         assert "SMD_BYPASS__ALLOW_FORCE_IN_PRODUCTION" in d.reason
-        assert events == ["smd.bypass.force_refused"]
-        assert logs[0]["log_level"] == "warning"
     else:
         assert d.action is Action.CONTINUE
         assert d.forced
         assert cond(d, "force_continue").holds is True
         assert d.reason.startswith("Startup continues degraded because force continue is set")
         assert f"own verdict was {normal.action.value}" in d.reason
-        assert events == ["smd.bypass.forced"]
-        assert logs[0]["log_level"] == "warning"
-        assert logs[0]["overridden_action"] == normal.action.value
 
 
-def test_force_in_production_with_the_second_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("env", ENVS, ids=str)
+async def test_force_continue_is_logged_by_a_real_run(env: Environment) -> None:
+    kind = FailureKind.CONFIGURATION  # only development bypasses it without the override
+    settings = load_settings(environment=env.value, bypass={"force_continue": True})
+    report, logs = await real_run(failing_startup(kind), settings)
+    normal = decide(BypassMatrix(), failure(kind), ctx(env))
+    events = [(e["event"], e["log_level"]) for e in logs]
+    decided = logs[-1]
+    assert decided["event"] == "smd.bypass.decided"
+    assert (decided["phase"], decided["kind"], decided["environment"]) == (
+        "db",
+        kind.value,
+        env.value,
+    )
+    if env is Environment.PRODUCTION:
+        assert events == [("smd.bypass.force_refused", "warning"), ("smd.bypass.decided", "info")]
+        assert logs[0]["action"] == "fail"
+        assert (decided["action"], decided["forced"]) == ("fail", False)
+        assert report.phase("db").outcome.value == "failed"
+    else:
+        assert events == [("smd.bypass.forced", "warning"), ("smd.bypass.decided", "info")]
+        # The warning says what the override overrode.
+        assert f"own verdict was {normal.action.value}" in logs[0]["reason"]
+        assert (decided["action"], decided["forced"]) == ("continue", True)
+        assert report.phase("db").outcome.value == "bypassed"
+        decision = report.phase("db").decision
+        assert decision is not None
+        assert decision.forced
+
+
+async def test_force_in_production_with_the_second_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("SMD_BYPASS__FORCE_CONTINUE", "true")
     monkeypatch.setenv("SMD_BYPASS__ALLOW_FORCE_IN_PRODUCTION", "true")
-    matrix = BypassMatrix.from_settings(load_settings())
-    with capture_logs() as logs:
-        d = matrix.decide(failure(FailureKind.CONFIGURATION), ctx("production"))
+    settings = load_settings(environment="production")
+    d = decide(
+        BypassMatrix(),
+        failure(FailureKind.CONFIGURATION),
+        ctx("production", settings=settings.bypass),
+    )
     assert d.action is Action.CONTINUE
     assert d.forced
     assert "SMD_BYPASS__ALLOW_FORCE_IN_PRODUCTION" in d.reason
-    assert [e["event"] for e in logs] == ["smd.bypass.forced"]
+    report, logs = await real_run(failing_startup(FailureKind.CONFIGURATION), settings)
+    assert [e["event"] for e in logs] == ["smd.bypass.forced", "smd.bypass.decided"]
+    assert report.phase("db").outcome.value == "bypassed"
+    assert report.state.value == "degraded"
 
 
 def test_apply_force_wraps_any_policy() -> None:
-    from smd import StrictPolicy
-
-    bypass = BypassSettings(force_continue=True)
-    c = ctx("staging")
+    c = ctx("staging", settings=FORCE)
     f = failure(FailureKind.APPLICATION)
-    with capture_logs():
-        d = apply_force(StrictPolicy().decide(f, c), f, c, bypass)
-    assert d.action is Action.CONTINUE
+    with capture_logs() as logs:
+        d = apply_force(StrictPolicy().decide(f, c), c)
+        via_decide = decide(StrictPolicy(), f, c)
+    assert logs == []
+    assert d.action is via_decide.action is Action.CONTINUE
     assert d.forced
-    assert apply_force(StrictPolicy().decide(f, c), f, c, BypassSettings()).action is Action.FAIL
+    assert via_decide.forced
+    plain = ctx("staging")
+    assert apply_force(StrictPolicy().decide(f, plain), plain).action is Action.FAIL
+    assert decide(StrictPolicy(), f, plain).action is Action.FAIL
 
 
-def test_only_force_events_are_logged_by_the_matrix() -> None:
-    """The sequencer logs smd.bypass.decided once for every policy; the matrix must not."""
+def test_a_policy_that_raises_fails_safe() -> None:
+    class Broken:
+        def decide(self, failure: Failure, context: DecisionContext) -> Decision:
+            raise RuntimeError("policy bug")
+
+    d = decide(Broken(), failure(FailureKind.INFRASTRUCTURE), ctx("development"))
+    assert d.action is Action.FAIL
+    assert "raised RuntimeError: policy bug; failing safe" in d.reason
+    # The manual override still applies to a broken policy (it exists for emergencies).
+    forced = decide(Broken(), failure(FailureKind.INFRASTRUCTURE), ctx("staging", settings=FORCE))
+    assert forced.action is Action.CONTINUE
+    assert forced.forced
+
+
+def test_deciding_logs_nothing() -> None:
+    """The run logs smd.bypass.decided once for every policy; deciding itself must not log."""
     clock = ManualClock()
     with capture_logs() as logs:
-        BypassMatrix().decide(
-            failure(FailureKind.TIMEOUT), ctx("staging", healthy(clock), clock=clock)
-        )
+        for env in ENVS:
+            for settings in (BypassSettings(), FORCE):
+                c = ctx(env, healthy(clock), clock=clock, settings=settings)
+                BypassMatrix().decide(failure(FailureKind.TIMEOUT), c)
+                decide(BypassMatrix(), failure(FailureKind.TIMEOUT), c)
     assert logs == []
 
 
-def test_decision_event_fields() -> None:
-    clock = ManualClock()
-    f = failure(FailureKind.TIMEOUT)
-    c = ctx("staging", healthy(clock), clock=clock)
-    d = BypassMatrix().decide(f, c)
-    event = decision_event(f, c, d)
-    assert event["phase"] == "db"
-    assert event["mode"] == "conditional"
-    assert event["kind"] == "timeout"
-    assert event["action"] == "continue"
-    assert event["reason"] == d.reason
-    conditions = event["conditions"]
+async def test_decided_log_fields_from_a_real_run() -> None:
+    # A healthy past (eight good starts, the last an hour ago) under the key the run uses.
+    store = MemoryHistoryStore()
+    clock = ManualClock(start=time.time() - 8 * HOUR)
+    store.append(target_key("svc", "phase:db", "staging"), healthy(clock).all_samples())
+    settings = load_settings(environment="staging")
+    report, logs = await real_run(failing_startup(FailureKind.TIMEOUT), settings, store)
+    (decided,) = logs
+    assert decided["event"] == "smd.bypass.decided"
+    assert decided["log_level"] == "info"
+    assert decided["phase"] == "db"
+    assert decided["environment"] == "staging"
+    assert decided["target"] == "svc/phase:db@staging"
+    assert decided["mode"] == "conditional"
+    assert decided["kind"] == "timeout"
+    assert decided["action"] == "continue"
+    assert decided["forced"] is False
+    decision = report.phase("db").decision
+    assert decision is not None
+    assert decided["reason"] == decision.reason
+    conditions = decided["conditions"]
     assert isinstance(conditions, list)
     assert [c["name"] for c in conditions] == [
         "kind_allowed",
@@ -260,6 +367,9 @@ def test_decision_event_fields() -> None:
         "success_rate",
         "consecutive_degraded",
     ]
+    assert all(c["holds"] is True for c in conditions)
+    assert [c["detail"] for c in conditions] == [c.detail for c in decision.conditions]
+    assert report.phase("db").outcome.value == "bypassed"
 
 
 # ------------------------------------------------------------------ conditions
@@ -275,11 +385,16 @@ def test_kind_allowed_both_sides_and_custom_set() -> None:
     assert ok.action is Action.CONTINUE
     assert bad.action is Action.FAIL
     k = cond(bad, "kind_allowed")
+    # Frozen values hold a tuple; the serialised decision a list.
     assert (k.holds, k.value, k.threshold) == (
         False,
         "configuration",
-        ["infrastructure", "timeout"],
+        ("infrastructure", "timeout"),
     )
+    encoded_conditions = bad.to_dict()["conditions"]
+    assert isinstance(encoded_conditions, list)
+    (encoded,) = [c for c in encoded_conditions if c["name"] == "kind_allowed"]
+    assert encoded["threshold"] == ["infrastructure", "timeout"]
     assert "kind configuration is not in the allowed kinds" in bad.reason
     # Only kind_allowed failed, so the reason names exactly one failed condition.
     assert "fails 1 of its 4 conditions" in bad.reason
@@ -568,59 +683,100 @@ def test_unknown_environment_in_context() -> None:
         BypassMatrix().decide(failure(FailureKind.UNKNOWN), ctx("moon"))
 
 
-def test_per_phase_matrix_binds_to_the_run_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_per_phase_matrix_reads_the_run_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     phase_matrix = BypassMatrix(overrides={"production": {"timeout": "continue"}})
     monkeypatch.setenv("SMD_BYPASS__FORCE_CONTINUE", "true")
     monkeypatch.setenv("SMD_BYPASS__STAGING__UNKNOWN", "continue")
-    bound = phase_matrix.bind(load_settings())
-    assert bound.cell("production", "timeout") == "continue"  # its own override stays
-    assert bound.cell("staging", "unknown") == "continue"  # settings cells apply
-    with capture_logs():
-        d = bound.decide(failure(FailureKind.APPLICATION), ctx("development"))
-    assert d.forced  # and so does force continue
-    explicit = BypassMatrix(BypassSettings())
-    assert explicit.bind(load_settings()) is explicit
-
-
-# ------------------------------------------------------------------ preview, table
-
-
-def test_preview_without_history() -> None:
-    m = BypassMatrix()
-    dev = m.preview("development")
-    assert set(dev) == set(KINDS)
-    assert all(d.action is Action.CONTINUE for d in dev.values())
-    staging = m.preview("staging", phase="db")
-    for kind, d in staging.items():
-        assert d.action is Action.FAIL  # a first start has no evidence
-        assert "evaluated at run time" in d.reason
-        assert "phase 'db'" in d.reason
-        assert cond(d, "kind_allowed").holds is (kind in HEALING)
-    assert all(d.action is Action.FAIL for d in m.preview("production").values())
-
-
-def test_preview_with_history_and_essential() -> None:
-    clock = ManualClock()
-    h = healthy(clock)
-    m = BypassMatrix()
-    before = h.all_samples()
-    p = m.preview("staging", history=h, now=clock.wall())
-    assert p[FailureKind.INFRASTRUCTURE].action is Action.CONTINUE
-    assert "evaluated at run time" not in p[FailureKind.INFRASTRUCTURE].reason
-    assert p[FailureKind.CONFIGURATION].action is Action.FAIL
-    essential = m.preview("staging", essential=True, history=h, now=clock.wall())
-    assert essential[FailureKind.INFRASTRUCTURE].action is Action.FAIL
-    assert h.all_samples() == before  # a preview records nothing
-
-
-def test_preview_applies_force_silently() -> None:
-    m = BypassMatrix(BypassSettings(force_continue=True))
+    run_bypass = load_settings().bypass  # loaded after the matrix was made
+    assert phase_matrix.cell("production", "timeout", run_bypass) == "continue"  # its own override
+    assert phase_matrix.cell("staging", "unknown", run_bypass) == "continue"  # settings cells apply
+    assert phase_matrix.cell("staging", "unknown") == "conditional"  # not without them
     with capture_logs() as logs:
-        p = m.preview("test")
-        prod = m.preview("production")
+        d = decide(
+            phase_matrix, failure(FailureKind.APPLICATION), ctx("development", settings=run_bypass)
+        )
+    assert d.forced  # and so does force continue
     assert logs == []
-    assert all(d.forced and d.action is Action.CONTINUE for d in p.values())
-    assert all(not d.forced and d.action is Action.FAIL for d in prod.values())
+    # A matrix built with explicit settings keeps them (force still applies to every policy).
+    explicit = BypassMatrix(BypassSettings())
+    assert explicit.cell("staging", "unknown", run_bypass) == "conditional"
+    monkeypatch.delenv("SMD_BYPASS__FORCE_CONTINUE")
+    # Through a real run: the phase's matrix is asked with the run's settings.
+    settings = load_settings(environment="staging")
+    report, _ = await real_run(failing_startup(FailureKind.UNKNOWN, bypass=phase_matrix), settings)
+    db = report.phase("db")
+    assert db.outcome.value == "bypassed"
+    assert db.decision is not None
+    assert "SMD_BYPASS__STAGING__UNKNOWN" in db.decision.reason
+    explicit_run, _ = await real_run(
+        failing_startup(FailureKind.UNKNOWN, bypass=explicit), settings
+    )
+    assert explicit_run.phase("db").outcome.value == "failed"
+
+
+# ------------------------------------------------------------------ what smd plan shows, table
+
+
+def plan_of(settings: Settings, *, essential: bool = False) -> dict[str, Any]:
+    startup = Startup("svc")
+
+    @startup.phase(essential=essential)
+    async def db(ctx: PhaseContext) -> None:
+        raise AssertionError("smd plan must not run a phase")
+
+    doc = plan_document(startup, settings)
+    (phase,) = doc["phases"]
+    assert phase["name"] == "db"
+    bypass: dict[str, Any] = phase["bypass"]
+    assert set(bypass) == {k.value for k in KINDS}
+    return bypass
+
+
+def plan_settings(tmp_path: Path, env: str, **kw: Any) -> Settings:
+    return load_settings(environment=env, history_path=tmp_path / "history.sqlite3", **kw)
+
+
+def test_plan_decisions_without_history(tmp_path: Path) -> None:
+    dev = plan_of(plan_settings(tmp_path, "development"))
+    assert all(d["action"] == "continue" for d in dev.values())
+    staging = plan_of(plan_settings(tmp_path, "staging"))
+    for kind, d in staging.items():
+        assert d["action"] == "fail"  # a first start has no evidence
+        assert "phase 'db'" in d["reason"]
+        conditions = {c["name"]: c for c in d["conditions"]}
+        assert conditions["kind_allowed"]["holds"] is (FailureKind(kind) in HEALING)
+        assert conditions["success_rate"]["holds"] is False
+        assert conditions["success_rate"]["value"] is None
+    assert all(
+        d["action"] == "fail" for d in plan_of(plan_settings(tmp_path, "production")).values()
+    )
+    assert not (tmp_path / "history.sqlite3").exists()  # a dry run creates nothing
+
+
+def test_plan_decisions_with_history_and_essential(tmp_path: Path) -> None:
+    settings = plan_settings(tmp_path, "staging")
+    store = SQLiteHistoryStore(settings.history_file())
+    clock = ManualClock(start=time.time() - 8 * HOUR)
+    key = target_key("svc", "phase:db", "staging")
+    store.append(key, healthy(clock).all_samples())
+    before = store.load(key).all_samples()
+    p = plan_of(settings)
+    assert p["infrastructure"]["action"] == "continue"
+    assert p["configuration"]["action"] == "fail"
+    essential = plan_of(settings, essential=True)
+    assert essential["infrastructure"]["action"] == "fail"
+    assert "phase 'db' is marked essential" in essential["infrastructure"]["reason"]
+    assert store.load(key).all_samples() == before  # a plan records nothing
+
+
+def test_plan_applies_force_silently(tmp_path: Path) -> None:
+    force = {"force_continue": True}
+    with capture_logs() as logs:
+        p = plan_of(plan_settings(tmp_path, "test", bypass=force))
+        prod = plan_of(plan_settings(tmp_path, "production", bypass=force))
+    assert logs == []
+    assert all(d["forced"] and d["action"] == "continue" for d in p.values())
+    assert all(not d["forced"] and d["action"] == "fail" for d in prod.values())
 
 
 def test_table_lists_every_cell() -> None:
@@ -635,12 +791,60 @@ def test_table_lists_every_cell() -> None:
         assert cells == dict.fromkeys(KINDS, DEFAULT_CELL[env])
 
 
+def render_matrix_markdown(bypass: BypassSettings | None = None) -> str:
+    """The README's matrix: environment x failure-kind cells and the conditions' defaults.
+
+    Built from the public matrix API; with no argument, the built-in defaults
+    (environment variables are not read), so it can be compared to the README.
+    """
+    bypass = bypass if bypass is not None else BypassSettings()
+    matrix = BypassMatrix()
+    kinds = list(FailureKind)
+    lines = [
+        "| environment | mode | " + " | ".join(k.value for k in kinds) + " |",
+        "|---|---|" + "---|" * len(kinds),
+    ]
+    for env, cells in matrix.table(bypass).items():
+        row = []
+        for kind in kinds:
+            action = cells[kind]
+            if action == "conditional" and kind not in bypass.allowed_kinds:
+                row.append("conditional → fail (kind not allowed)")
+            else:
+                row.append(action)
+        lines.append(
+            f"| {env.value} | {matrix.mode(env, bypass).value} | " + " | ".join(row) + " |"
+        )
+    allowed = ", ".join(sorted(k.value for k in bypass.allowed_kinds)) or "none"
+    z = NormalDist().inv_cdf(DEFAULT_CONFIDENCE)
+    lines += [
+        "",
+        "A `conditional` cell continues only when every condition holds:",
+        "",
+        "| condition | holds when | default |",
+        "|---|---|---|",
+        f"| `kind_allowed` | the failure kind is in `SMD_BYPASS__ALLOWED_KINDS` | {allowed} |",
+        "| `not_essential` | the phase is not declared `essential=True` | — |",
+        "| `success_rate` | the Wilson lower bound "
+        f"(one-sided {DEFAULT_CONFIDENCE:.0%}, z = {z:.4f}) of the target's decayed success "
+        f"rate is at least `SMD_BYPASS__MIN_SUCCESS_RATE`; no history: does not hold | "
+        f"{bypass.min_success_rate:g}, half-life `SMD_BYPASS__SUCCESS_HALF_LIFE_HOURS` = "
+        f"{bypass.success_half_life_hours:g} h |",
+        "| `consecutive_degraded` | degraded startups of the target since its last success "
+        "are fewer than `SMD_BYPASS__MAX_CONSECUTIVE_DEGRADED` | "
+        f"{bypass.max_consecutive_degraded} |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def test_rendered_table_reflects_settings() -> None:
     text = render_matrix_markdown(
         BypassSettings(production={FailureKind.INFRASTRUCTURE: "continue"}, min_success_rate=0.8)
     )
     assert "| production | strict | continue | fail |" in text
     assert "| 0.8, half-life" in text
+    forced = render_matrix_markdown(BypassSettings(mode=BypassMode.PERMISSIVE))
+    assert "| staging | permissive | continue | continue | continue |" in forced
     default = render_matrix_markdown()
     assert (
         "| staging | conditional | conditional | conditional | conditional → fail (kind not allowed) |"
@@ -657,5 +861,6 @@ def test_readme_table_matches_the_code() -> None:
     assert end in text, f"README.md lost its {end} marker"
     block = text.split(start, 1)[1].split(end, 1)[0]
     assert block.strip() == render_matrix_markdown().strip(), (
-        "README matrix is stale: paste smd._matrix.render_matrix_markdown() between the markers"
+        "README matrix is stale: paste tests/test_matrix.py's render_matrix_markdown() "
+        "between the markers"
     )

@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
+import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smd import InvalidPlan, Phase, PhaseContext, Plan, Startup
+from smd import (
+    Environment,
+    FailureKind,
+    InvalidPlan,
+    Phase,
+    PhaseContext,
+    Plan,
+    Startup,
+    load_settings,
+)
+from smd._cli_plan import plan_document, render_plan
+from smd.bypass import BypassMatrix, PermissivePolicy, StrictPolicy
 
 
 async def noop(ctx: PhaseContext) -> None:
@@ -306,6 +320,70 @@ def test_plan_to_dict() -> None:
         plan.phase("nope")
     with pytest.raises(KeyError):
         plan.wave_of("nope")
+
+
+# -- what `smd plan` says about each phase ----------------------------------------
+
+_REASON_LINE = re.compile(
+    r"^  (?P<kind>[a-z]+) \[(?P<name>[^\]]+)\]: (?P<reason>.*?)"
+    r"(?: \(the same for (?P<same>[^()]+)\))?$"
+)
+
+
+@pytest.mark.parametrize("env", list(Environment), ids=str)
+def test_plan_reasons_name_the_phase(
+    env: Environment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 10 §5: every bypass reason `smd plan` prints names its phase (never a
+    literal ``{phase}``), for the matrix and for other policies alike."""
+    for name in list(os.environ):
+        if name.startswith("SMD_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    s = startup_of(
+        phase("config"),
+        phase("db", "config", essential=True),
+        phase("cache", "config"),
+        phase("warm", "cache"),
+        phase("audit", bypass=StrictPolicy()),
+        phase("metrics", bypass=PermissivePolicy()),
+        phase("search", bypass=BypassMatrix(overrides={"*": {"timeout": "continue"}})),
+    )
+    settings = load_settings(environment=env.value, history_path=tmp_path / "h.sqlite3")
+    doc = plan_document(s, settings)
+    names = [p["name"] for p in doc["phases"]]
+    assert names == list(s.plan().order)
+    kinds = [k.value for k in FailureKind]
+    for p in doc["phases"]:
+        assert list(p["bypass"]) == kinds
+        for decision in p["bypass"].values():
+            assert f"phase {p['name']!r}" in decision["reason"]
+            assert "{" not in decision["reason"]
+
+    text = render_plan(doc)
+    assert "{phase}" not in text
+    assert "{" not in text
+    reasons = text.split(
+        "reasons (shown once for phases whose reason differs only by their name):\n"
+    )
+    assert len(reasons) == 2
+    covered: dict[str, list[str]] = {k: [] for k in kinds}
+    by_name = {p["name"]: p for p in doc["phases"]}
+    for line in reasons[1].splitlines():
+        m = _REASON_LINE.match(line)
+        assert m is not None, f"unexpected reason line: {line!r}"
+        kind, name, reason = m["kind"], m["name"], m["reason"]
+        assert f"phase {name!r}" in reason  # the line names its own phase
+        assert reason == by_name[name]["bypass"][kind]["reason"]
+        covered[kind].append(name)
+        same = m["same"].split(", ") if m["same"] else []
+        for other in same:
+            # Shown once: the same reason, with the other phase's name in it.
+            theirs = by_name[other]["bypass"][kind]["reason"]
+            assert theirs == reason.replace(repr(name), repr(other))
+            covered[kind].append(other)
+    # Every phase's reason is given for every kind, exactly once.
+    assert {k: sorted(v) for k, v in covered.items()} == {k: sorted(names) for k in kinds}
 
 
 # -- properties on random graphs ---------------------------------------------------

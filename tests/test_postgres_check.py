@@ -18,6 +18,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -26,17 +27,14 @@ from pgbed.cluster import AppCredentials, PgCluster, StandbyFactory, free_port
 from pgbed.fakepg import FakePgFactory, FakePostgres
 from pgbed.proxy import FaultProxy
 
-from checks._pg_classify import classify
-from checks._retry import Backoff, ProbeResult, retry_until_ready
-from checks.postgres import (
-    CheckResult,
-    PostgresConfigError,
-    PostgresOptions,
-    check_command,
-    exit_code_for,
-    wait_ready,
-)
-from smd import Failure, FailureKind, ManualClock, TimingHistory
+from smd import Failure, FailureKind
+from smd._exit import for_kind
+from smd.checks._pg_classify import classify
+from smd.checks.postgres import PostgresCheck, PostgresConfigError, PostgresOptions
+from smd.clock import ManualClock
+from smd.retry import Backoff, CheckResult, ProbeResult, retry_until_ready
+from smd.retry import wait_ready as retry_wait_ready
+from smd.timeouts import TimingHistory
 
 SECRET = "s3cret-Pa55word!"
 
@@ -56,6 +54,28 @@ def assert_no_secret(result: CheckResult, *secrets: str) -> None:
             assert secret not in text, f"password leaked into: {text}"
 
 
+def exit_code_for(result: CheckResult) -> int:
+    """The exit code ``smd check postgres`` gives for this result (the one table)."""
+    if result.ok:
+        return 0
+    assert result.failure is not None
+    return for_kind(result.failure.kind)
+
+
+async def check_command(dsn: str, timeout: float) -> CheckResult:  # noqa: ASYNC109
+    """What ``smd check postgres DSN --timeout S`` runs: one bounded wait, through
+    the registered check's factory, a single attempt allowed the whole timeout."""
+    check = PostgresCheck.from_target(dsn)
+    return await retry_wait_ready(check, deadline_seconds=timeout, attempt_seconds=timeout)
+
+
+def assert_sqlstate(failure: Failure | None, sqlstate: str | None) -> None:
+    """The SQLSTATE is the failure's generic code and in its details, or absent from both."""
+    assert failure is not None
+    assert failure.code == sqlstate
+    assert failure.details.get("sqlstate") == sqlstate
+
+
 class Recorder:
     """Collects on_attempt calls and answered latencies (a real TimingHistory)."""
 
@@ -73,8 +93,7 @@ async def wait(
     rec = Recorder()
     options = dsn if isinstance(dsn, PostgresOptions) else PostgresOptions.from_dsn(dsn, **kw)
     t0 = anyio.current_time()
-    result = await wait_ready(
-        options,
+    result = await PostgresCheck(options).wait_ready(
         deadline_seconds=deadline,
         attempt_seconds=attempt,
         on_attempt=rec,
@@ -95,7 +114,7 @@ def with_password(dsn: str, password: str) -> str:
 
 def test_importing_smd_phases_checks_does_not_load_asyncpg() -> None:
     code = (
-        "import sys, smd, phases, checks, checks.postgres, phases.database; "
+        "import sys, smd, smd.phases, smd.checks, smd.checks.postgres, smd.phases.database; "
         "print('asyncpg' in sys.modules)"
     )
     out = subprocess.run(
@@ -195,6 +214,24 @@ def test_classify_scrubs_secrets_from_message_and_cause_chain() -> None:
 # --------------------------------------------------------------------------- the loop, without sleeping
 
 
+class WakeClock:
+    """A :class:`smd.clock.Clock` reading a :class:`ManualClock` whose waits are
+    scripted: ``sleep`` is the test's own (record the wait, wake late...)."""
+
+    def __init__(self, clock: ManualClock, sleep: Callable[[float], Awaitable[None]]) -> None:
+        self._clock = clock
+        self._sleep = sleep
+
+    def monotonic(self) -> float:
+        return self._clock.monotonic()
+
+    def wall(self) -> float:
+        return self._clock.wall()
+
+    async def sleep(self, seconds: float) -> None:
+        await self._sleep(seconds)
+
+
 def _scripted(clock: ManualClock, script: list[tuple[FailureKind | None, float, bool]]) -> Any:
     """A probe that replays (kind or None for success, seconds taken, answered)."""
     timeouts: list[float] = []
@@ -229,8 +266,7 @@ async def test_loop_never_overruns_the_deadline_and_shortens_the_last_attempt() 
         target="t",
         deadline_seconds=10.0,
         attempt_seconds=3.0,
-        now=clock.monotonic,
-        sleep=sleep,
+        clock=WakeClock(clock, sleep),
         rng=random.Random(1),
         min_attempt_seconds=0.1,
     )
@@ -238,6 +274,7 @@ async def test_loop_never_overruns_the_deadline_and_shortens_the_last_attempt() 
     assert result.failure is not None
     assert result.failure.kind is FailureKind.TIMEOUT
     assert result.elapsed <= 10.0 + 1e-9
+    assert result.failure.deadline_reached  # a censored wait, not a plain failure
     timeouts: list[float] = probe.timeouts
     assert timeouts[:3] == [3.0, 3.0, 3.0]
     assert timeouts[-1] < 3.0  # the last one got only what was left
@@ -260,8 +297,7 @@ async def test_a_cut_short_last_attempt_does_not_hide_the_real_failure() -> None
         target="t",
         deadline_seconds=2.5,
         attempt_seconds=1.0,
-        now=clock.monotonic,
-        sleep=oversleep,
+        clock=WakeClock(clock, oversleep),
         rng=random.Random(3),
         min_attempt_seconds=0.1,
     )
@@ -283,8 +319,7 @@ async def test_no_attempt_starts_after_a_late_wake_up_leaves_too_little() -> Non
         probe,
         target="t",
         deadline_seconds=1.0,
-        now=clock.monotonic,
-        sleep=oversleep,
+        clock=WakeClock(clock, oversleep),
         min_attempt_seconds=0.1,
     )
     assert result.attempts == 1
@@ -301,12 +336,13 @@ async def test_loop_stops_at_once_on_configuration_without_waiting() -> None:
 
     probe = _scripted(clock, [(FailureKind.CONFIGURATION, 0.01, True)])
     result = await retry_until_ready(
-        probe, target="t", deadline_seconds=30.0, now=clock.monotonic, sleep=sleep
+        probe, target="t", deadline_seconds=30.0, clock=WakeClock(clock, sleep)
     )
     assert result.attempts == 1
     assert sleeps == []
     assert result.failure is not None
     assert result.failure.kind is FailureKind.CONFIGURATION
+    assert not result.failure.deadline_reached  # it stopped long before the deadline
 
 
 async def test_loop_retries_infrastructure_and_records_only_answered_latencies() -> None:
@@ -329,8 +365,7 @@ async def test_loop_retries_infrastructure_and_records_only_answered_latencies()
         target="t",
         deadline_seconds=5.0,
         history=history,
-        now=clock.monotonic,
-        sleep=sleep,
+        clock=WakeClock(clock, sleep),
         rng=random.Random(7),
     )
     assert result.ok
@@ -396,12 +431,12 @@ async def test_readiness_query_must_be_truthy(pg: PgCluster, pg_dsn: str) -> Non
     )
     assert missing.failure is not None
     assert missing.failure.kind is FailureKind.INFRASTRUCTURE
-    assert missing.failure.sqlstate == "42P01"
+    assert_sqlstate(missing.failure, "42P01")
 
     broken, _, _ = await wait(pg_dsn, deadline=5, readiness_query="SELEC 1")
     assert broken.failure is not None
     assert broken.failure.kind is FailureKind.CONFIGURATION
-    assert broken.failure.sqlstate == "42601"
+    assert_sqlstate(broken.failure, "42601")
     assert broken.attempts == 1
 
     ok, _, _ = await wait(pg_dsn, deadline=5, readiness_query="SELECT 2 > 1")
@@ -423,10 +458,11 @@ async def test_configuration_faults_are_reported_at_once(
     result, rec, took = await wait(dsn, deadline=10)
     assert result.failure is not None
     assert result.failure.kind is FailureKind.CONFIGURATION
-    assert result.failure.sqlstate == sqlstate
+    assert_sqlstate(result.failure, sqlstate)
     assert result.attempts == 1
     assert len(rec.calls) == 1
     assert took < 1.0  # the issue: configuration faults are reported within one second
+    assert not result.failure.deadline_reached
     assert result.status == "rejecting"
     assert "accepting" not in result.render_text()
     assert len(rec.history.attempts) == 1  # the server answered: a latency sample
@@ -467,6 +503,7 @@ async def test_closed_port_is_refused_retried_and_reported_fast() -> None:
     assert result.failure is not None
     assert result.failure.kind is FailureKind.INFRASTRUCTURE
     assert "refused" in result.failure.message
+    assert result.failure.deadline_reached  # retried until the deadline ended the wait
     assert result.attempts >= 3
     assert result.failure.attempts == result.attempts
     first_start, first_end = rec.calls[0][0], rec.calls[0][1]
@@ -495,7 +532,7 @@ async def test_proxy_faults_are_infrastructure_and_retried(
     assert result.failure is not None
     assert result.failure.kind is FailureKind.INFRASTRUCTURE, result.render_text()
     assert words in result.failure.message
-    assert result.failure.sqlstate is None
+    assert_sqlstate(result.failure, None)
     assert result.attempts >= 2
     assert all(not ok for _, _, ok, _ in rec.calls)
 
@@ -519,6 +556,7 @@ async def test_blackhole_is_cut_off_at_the_deadline(fault_proxy: FaultProxy, pg_
     result, rec, took = await wait(fault_proxy.dsn(pg_dsn), deadline=deadline, attempt=0.5)
     assert result.failure is not None
     assert result.failure.kind is FailureKind.TIMEOUT
+    assert result.failure.deadline_reached
     assert result.status == "no response"
     timeouts = [d["timeout"] for _, _, _, d in rec.calls]
     assert timeouts[:2] == [0.5, 0.5]
@@ -555,7 +593,10 @@ async def test_too_many_connections_is_retried_infrastructure(pg_limited_dsn: st
     result, rec, _ = await wait(pg_limited_dsn, deadline=0.6)
     assert result.failure is not None
     assert result.failure.kind is FailureKind.INFRASTRUCTURE
-    assert result.failure.sqlstate == "53300"
+    assert_sqlstate(result.failure, "53300")
+    # A lasting storm of 53300 is a wait the deadline ended: a censored
+    # sample, however early in its deadline the last answer came.
+    assert result.failure.deadline_reached
     assert result.attempts >= 2
     assert len(rec.history.attempts) == result.attempts  # every 53300 was an answer
     assert result.last_probe is not None
@@ -572,7 +613,7 @@ async def test_standby_57p03_lasts_until_promoted_then_ready_about_3s_later(
     lasting, rec, _ = await wait(sb.dsn(), deadline=0.8)
     assert lasting.failure is not None
     assert lasting.failure.kind is FailureKind.INFRASTRUCTURE
-    assert lasting.failure.sqlstate == "57P03"
+    assert_sqlstate(lasting.failure, "57P03")
     assert "hot standby" in lasting.failure.message
     assert lasting.attempts >= 2
     assert len(rec.history.attempts) == lasting.attempts
@@ -620,7 +661,7 @@ async def test_fake_server_sqlstates(
     result, rec, took = await wait(server.dsn(password=SECRET), deadline=0.6)
     assert result.failure is not None
     assert result.failure.kind is kind
-    assert result.failure.sqlstate == sqlstate
+    assert_sqlstate(result.failure, sqlstate)
     assert message in result.failure.message
     if retried:
         assert result.attempts >= 2

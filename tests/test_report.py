@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
@@ -13,25 +13,21 @@ import pytest
 from smd import (
     Failure,
     FailureKind,
-    MemoryHistoryStore,
-    PermissivePolicy,
+    Outcome,
     Phase,
     PhaseContext,
     PhaseError,
-    Startup,
-    StrictPolicy,
-    load_settings,
-)
-from smd._report import (
-    EXIT_CODES,
-    REPORT_VERSION,
-    Outcome,
     Report,
+    Startup,
     StartupFailed,
     State,
-    exit_code_for_kind,
+    load_settings,
+    run_startup,
 )
-from smd._sequencer import run_startup
+from smd._exit import EXIT_CODES, for_kind
+from smd._report import REPORT_VERSION
+from smd.bypass import PermissivePolicy, StrictPolicy
+from smd.history import MemoryHistoryStore
 
 
 async def run(s: Startup, **kw: Any) -> Report:
@@ -72,9 +68,10 @@ def mixed_startup() -> Startup:
         return "fast"
 
     async def retry(ctx: PhaseContext) -> None:
-        t = time.monotonic()
+        # Attempt times are on the run's clock, like every time the run records.
+        t = ctx.clock.monotonic()
         ctx.record_attempt(t, t, False, error="refused")
-        ctx.record_attempt(t, time.monotonic(), True)
+        ctx.record_attempt(t, ctx.clock.monotonic(), True)
 
     s.add(Phase(name="api", run=value, requires=("slow", "fast")))
     s.add(Phase(name="slow", run=slow, timeout=30))
@@ -89,7 +86,7 @@ async def test_report_json_is_versioned_and_round_trips() -> None:
     report = await run(mixed_startup(), policy=PermissivePolicy())
     text = report.to_json()
     data = json.loads(text)
-    assert data["version"] == REPORT_VERSION == 1
+    assert data["version"] == REPORT_VERSION == 2
     assert data == json.loads(json.dumps(report.to_dict()))
     assert data["startup"] == "api"
     assert data["environment"] == "test"
@@ -97,6 +94,12 @@ async def test_report_json_is_versioned_and_round_trips() -> None:
     assert data["state"] == "degraded"
     assert data["exit_code"] == 0
     assert data["budget"] == 120.0
+    # One timestamp format: ISO-8601 UTC text, the run's own wall-clock start.
+    started_at = datetime.fromisoformat(data["started_at"])
+    assert started_at.utcoffset() == timedelta(0)
+    assert abs(started_at.timestamp() - report.started_at) < 1e-3
+    assert data["teardown_skipped"] == []
+    assert data["interrupted"] is None
     assert data["reasons"] == list(report.reasons)
     assert len(data["reasons"]) == 1
     assert data["plan"]["order"] == list(report.plan.order)
@@ -158,7 +161,8 @@ async def test_failed_report_json() -> None:
                     Failure(
                         FailureKind.CONFIGURATION,
                         "password authentication failed for user app",
-                        sqlstate="28P01",
+                        code="28P01",
+                        details={"sqlstate": "28P01"},
                         attempts=1,
                     )
                 )
@@ -174,7 +178,9 @@ async def test_failed_report_json() -> None:
     db = data["phases"][1]
     assert db["name"] == "db"
     assert db["outcome"] == "failed"
-    assert db["failure"]["sqlstate"] == "28P01"
+    assert db["failure"]["code"] == "28P01"
+    assert db["failure"]["details"] == {"sqlstate": "28P01"}
+    assert "sqlstate" not in db["failure"]
     assert db["failure"]["kind"] == "configuration"
     assert db["decision"]["action"] == "fail"
     assert data["phases"][2]["outcome"] == "skipped"
@@ -192,10 +198,11 @@ def test_exit_codes_are_the_documented_sysexits() -> None:
         "invalid_settings": 78,
         "invalid_plan": 78,
         "unknown": 69,
+        "sighup": 129,
         "sigint": 130,
         "sigterm": 143,
     }
-    assert {k: exit_code_for_kind(k) for k in FailureKind} == {
+    assert {k: for_kind(k) for k in FailureKind} == {
         FailureKind.INFRASTRUCTURE: 75,
         FailureKind.TIMEOUT: 75,
         FailureKind.CONFIGURATION: 78,
@@ -216,6 +223,7 @@ async def test_exit_code_of_ready_degraded_interrupted() -> None:
     assert failed_no_phase.exit_code() == 69
     assert dataclasses.replace(failed_no_phase, interrupted="sigint").exit_code() == 130
     assert dataclasses.replace(failed_no_phase, interrupted="sigterm").exit_code() == 143
+    assert dataclasses.replace(failed_no_phase, interrupted="sighup").exit_code() == 129
     assert (
         json.loads(dataclasses.replace(ready, interrupted="sigterm").to_json())["exit_code"] == 143
     )
@@ -226,9 +234,7 @@ async def test_summary_of_a_failed_startup() -> None:
     s.add(
         Phase(
             name="db",
-            run=raising(
-                PhaseError(Failure(FailureKind.INFRASTRUCTURE, "connection refused", sqlstate=None))
-            ),
+            run=raising(PhaseError(Failure(FailureKind.INFRASTRUCTURE, "connection refused"))),
         )
     )
     report = await failed(s)
@@ -236,13 +242,13 @@ async def test_summary_of_a_failed_startup() -> None:
     lines = text.splitlines()
     assert lines[0] == "STARTUP FAILED: api (test)"
     assert "  phase:    db" in lines
-    assert "  kind:     infrastructure" in lines
+    assert "  kind:     infrastructure" in lines  # no code: nothing in parentheses
     assert "  error:    connection refused" in lines
     assert any(line.startswith("  decision: fail: strict mode") for line in lines)
     assert any(line.startswith("  todo:") and "exit 75" in line for line in lines)
 
 
-async def test_summary_shows_sqlstate_and_teardown_errors() -> None:
+async def test_summary_shows_the_failure_code_and_teardown_errors() -> None:
     async def close(value: object) -> None:
         raise OSError("socket already closed")
 
@@ -251,13 +257,22 @@ async def test_summary_shows_sqlstate_and_teardown_errors() -> None:
     s.add(
         Phase(
             name="db",
-            run=raising(PhaseError(Failure(FailureKind.CONFIGURATION, "no db", sqlstate="3D000"))),
+            run=raising(
+                PhaseError(
+                    Failure(
+                        FailureKind.CONFIGURATION,
+                        "no db",
+                        code="3D000",
+                        details={"sqlstate": "3D000"},
+                    )
+                )
+            ),
             requires=("first",),
         )
     )
     report = await failed(s)
     text = report.summary()
-    assert "  kind:     configuration (SQLSTATE 3D000)" in text
+    assert "  kind:     configuration (code 3D000)" in text
     assert "  teardown error: OSError: socket already closed" in text
     assert report.teardown_errors == ("OSError: socket already closed",)
 

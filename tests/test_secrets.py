@@ -27,11 +27,18 @@ from typing import Any
 import pytest
 from pgbed.cluster import AppCredentials, PgCluster
 
-from phases import DatabasePhase
-from smd import InvalidPlan, PhaseContext, SettingsError, Startup, StartupFailed, load_settings
+from smd import (
+    InvalidPlan,
+    PhaseContext,
+    SettingsError,
+    Startup,
+    StartupFailed,
+    StartupRun,
+    load_settings,
+)
 from smd._logging import configure_logging
-from smd._sequencer import StartupRun
-from smd._store import MemoryHistoryStore
+from smd.history import MemoryHistoryStore
+from smd.phases import DatabasePhase
 
 pytestmark = [pytest.mark.postgres]
 
@@ -349,7 +356,7 @@ async def test_lifespan_never_shows_the_password(
 
 def test_a_short_password_is_masked_where_it_stands_alone_only() -> None:
     """A one-letter password is still masked, without garbling every word holding that letter."""
-    from checks._pg_options import PostgresOptions
+    from smd.checks._pg_options import PostgresOptions
 
     options = PostgresOptions.from_dsn("postgresql://u:p@127.0.0.1:1/db")
     text = options.scrub("connection refused (postgres://u:p@127.0.0.1:1/db): expected p")
@@ -366,3 +373,53 @@ def test_check_with_a_short_password_stays_readable(tmp_path: Path) -> None:
     assert "***ostgres" not in out.stdout
     assert "(postgres://127.0.0.1:" in out.stdout
     assert ":p@" not in out.stdout + out.stderr
+
+
+# -- the redactor on text it never saw registered -------------------------------------------
+
+REDACT_RESERVED = "/&@:?#%+ '\"\\=,;[]{}<>|^`$!*()~é"
+
+
+@pytest.mark.parametrize("char", list(REDACT_RESERVED))
+def test_redact_masks_any_unregistered_dsn_password(char: str) -> None:
+    """A DSN literal on a traceback line, in a JSON or repr string, or bare: never its password."""
+    import json as json_module
+
+    from smd.secrets import redact
+
+    marker = secrets.token_hex(6)
+    password = f"{marker}{char}{marker}"
+    dsns = [
+        f"postgresql://app:{password}@db:5432/app?sslmode=require",
+        f"postgresql://app@db:5432/app?password={password}&sslmode=require",
+    ]
+    for dsn in dsns:
+        texts = [
+            f"    startup.add(DatabasePhase({dsn!r}, timeout=5))",  # a traceback's source line
+            json_module.dumps({"error": f"cannot reach {dsn}", "user": "me@corp"}),
+            f"error={dsn!r} phase=database",
+            f"ValueError: bad DSN {dsn}",
+        ]
+        for text in texts:
+            masked = redact(text)
+            assert marker not in masked, (text, masked)
+        # A JSON line stays JSON.
+        json_module.loads(redact(json_module.dumps({"dsn": dsn, "target": "postgres://db/app"})))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # smd's own hints and names: nothing in them is a secret.
+        "accepted: a URL like postgresql://user@host:5432/dbname (a password goes after 'user:')",
+        "quickstart/postgres://127.0.0.1:5432/app@development  3 samples",
+        "target=postgres://db:5432/app dsn=postgres://app@db:5432/app deadline=4.75",
+        '{"target": "postgres://db:5432/app", "dsn": "postgres://app@db:5432/app", "x": "y@z"}',
+        "postgres://h1:5433,[::1]:5434/db - accepting connections",
+        "wrong password (postgres://db:5432/app) [28P01]: password authentication failed",
+    ],
+)
+def test_redact_leaves_smds_own_text_alone(text: str) -> None:
+    from smd.secrets import redact
+
+    assert redact(text) == text

@@ -21,19 +21,24 @@ from hypothesis import strategies as st
 from smd import (
     Failure,
     FailureKind,
-    MemoryHistoryStore,
-    PermissivePolicy,
+    Outcome,
     Phase,
     PhaseContext,
     PhaseError,
-    Series,
+    Report,
     Settings,
     Startup,
-    StrictPolicy,
+    StartupFailed,
+    StartupRun,
+    State,
+    lifecycle,
     load_settings,
+    run_startup,
 )
-from smd._report import Outcome, Report, StartupFailed, State
-from smd._sequencer import StartupRun, lifecycle, run_startup
+from smd.bypass import PermissivePolicy, StrictPolicy
+from smd.clock import ManualClock
+from smd.history import MemoryHistoryStore
+from smd.timeouts import AdaptiveTimeout, Series
 
 PhaseFn = Callable[[PhaseContext], Awaitable[Any]]
 
@@ -308,12 +313,20 @@ async def test_default_timeout_comes_from_settings_and_says_so() -> None:
 
 
 async def test_phase_error_keeps_its_classification() -> None:
-    failure = Failure(FailureKind.CONFIGURATION, "password authentication failed", sqlstate="28P01")
+    failure = Failure(
+        FailureKind.CONFIGURATION,
+        "password authentication failed",
+        code="28P01",
+        details={"sqlstate": "28P01"},
+    )
     s = Startup("api")
     s.add(Phase(name="db", run=raising(PhaseError(failure))))
     exc = await fail_run(s)
     got = exc.report.phase("db").failure
     assert got == failure
+    assert got is not None
+    assert got.code == "28P01"
+    assert dict(got.details) == {"sqlstate": "28P01"}
     assert exc.report.exit_code() == 78
 
 
@@ -760,31 +773,43 @@ async def test_history_samples_are_recorded_per_target() -> None:
     )
     report = await run(s, store=store, policy=PermissivePolicy())
     assert report.state is State.DEGRADED
-    assert store.targets() == sorted(
-        ["db:primary@test", "phase:slow@test", "phase:broken@test", "phase:down@test"]
+    assert sorted(store.targets()) == sorted(
+        [
+            "api/db:primary@test",
+            "api/phase:slow@test",
+            "api/phase:broken@test",
+            "api/phase:down@test",
+        ]
+    )
+    info = store.targets()["api/db:primary@test"]
+    assert (info.startup, info.dependency, info.environment, info.phase) == (
+        "api",
+        "db:primary",
+        "test",
+        "ok",
     )
 
-    ok = store.load("db:primary@test")
+    ok = store.load("api/db:primary@test")
     assert len(ok.ready) == 1
     assert not ok.ready[0].censored
     assert ok.bypasses == ()
     assert ok.failures == ()
 
-    slow = store.load("phase:slow@test")
+    slow = store.load("api/phase:slow@test")
     assert len(slow.ready) == 1
     assert slow.ready[0].censored
     assert slow.ready[0].seconds is not None
     assert slow.ready[0].seconds > 0
     assert len(slow.bypasses) == 1
 
-    broken = store.load("phase:broken@test")
+    broken = store.load("api/phase:broken@test")
     assert broken.ready == ()
     assert [f.kind for f in broken.failures] == [FailureKind.APPLICATION]
     assert len(broken.bypasses) == 1
 
     # An infrastructure failure that gave up long before its deadline is a
     # failed start, not a censored latency sample.
-    down = store.load("phase:down@test")
+    down = store.load("api/phase:down@test")
     assert down.ready == ()
     assert [f.kind for f in down.failures] == [FailureKind.INFRASTRUCTURE]
     assert down.consecutive_bypasses() == 1
@@ -797,9 +822,9 @@ async def test_history_is_persisted_after_a_failed_run_and_accumulates() -> None
     s.add(Phase(name="b", run=raising(RuntimeError("x")), requires=("a",)))
     await fail_run(s, store=store)
     await fail_run(s, store=store)
-    a = store.load("phase:a@test")
+    a = store.load("api/phase:a@test")
     assert len(a.ready) == 2
-    assert [x.series for x in store.load("phase:b@test").all_samples()] == [
+    assert [x.series for x in store.load("api/phase:b@test").all_samples()] == [
         Series.FAILURE,
         Series.FAILURE,
     ]
@@ -810,7 +835,96 @@ async def test_history_key_includes_the_environment() -> None:
     s = Startup("api")
     s.add(Phase(name="a", run=returning(1)))
     await run(s, store=store, settings=make_settings(environment="staging"))
-    assert store.targets() == ["phase:a@staging"]
+    assert list(store.targets()) == ["api/phase:a@staging"]
+
+
+async def test_two_startups_with_a_phase_of_the_same_name_keep_separate_histories() -> None:
+    """Issue 10 section 5: keys name the startup; 'cache' in 'api' is not 'cache' in 'jobs'."""
+    store = MemoryHistoryStore()
+    api, jobs = Startup("api"), Startup("jobs")
+    api.add(Phase(name="cache", run=returning(1)))
+    jobs.add(Phase(name="cache", run=raising(PhaseError(Failure(FailureKind.TIMEOUT, "slow")))))
+    await run(api, store=store)
+    await run(jobs, store=store, policy=PermissivePolicy())
+    await run(api, store=store)
+    assert sorted(store.targets()) == ["api/phase:cache@test", "jobs/phase:cache@test"]
+    assert {k: i.startup for k, i in store.targets().items()} == {
+        "api/phase:cache@test": "api",
+        "jobs/phase:cache@test": "jobs",
+    }
+    api_h = store.load("api/phase:cache@test")
+    jobs_h = store.load("jobs/phase:cache@test")
+    # api's two successes are its own; jobs' censored timeout and bypass are jobs'.
+    assert [(x.series, x.censored) for x in api_h.all_samples()] == [
+        (Series.READY, False),
+        (Series.READY, False),
+    ]
+    assert api_h.bypasses == ()
+    assert [x.series for x in jobs_h.all_samples()] == [Series.READY, Series.BYPASS]
+    assert jobs_h.ready[0].censored
+    # What a run reads back is its own startup's history.
+    seen: dict[str, int] = {}
+
+    async def count(ctx: PhaseContext) -> None:
+        seen[ctx.phase.name] = len(ctx.history.ready)
+
+    again = Startup("api")
+    again.add(Phase(name="cache", run=count, timeout=AdaptiveTimeout()))
+    await run(again, store=store)
+    assert seen == {"cache": 2}
+
+
+# -- one clock -----------------------------------------------------------------------
+
+
+async def test_an_injected_manual_clock_gives_consistent_recorded_samples() -> None:
+    """Issue 10 section 3: durations, deadlines and samples all come from the injected clock."""
+    clock = ManualClock()
+    store = MemoryHistoryStore()
+    s = Startup("clocked")
+    seen: dict[str, float] = {}
+
+    @s.phase(timeout=5)
+    async def quick(ctx: PhaseContext) -> None:
+        seen["deadline_left"] = ctx.remaining()
+        await ctx.clock.sleep(0.2)
+        seen["after"] = ctx.remaining()
+
+    @s.phase(timeout=1, requires=["quick"])
+    async def late(ctx: PhaseContext) -> None:
+        await ctx.clock.sleep(3)  # past its 1 s deadline, on the run's clock
+
+    # Sequential: the phases share the one clock, so each must be alone to
+    # own the time it advances.
+    report = await run(s, store=store, clock=clock, policy=PermissivePolicy(), mode="sequential")
+    # The phase saw its deadline on the same clock it slept on.
+    assert seen["deadline_left"] == pytest.approx(5.0)
+    assert seen["after"] == pytest.approx(4.8)
+    q = report.phase("quick")
+    assert q.outcome is Outcome.OK
+    assert q.duration == pytest.approx(0.2)
+    (ready,) = store.load("clocked/phase:quick@test").series(Series.READY)
+    assert ready.seconds == pytest.approx(0.2)
+    assert not ready.censored
+    # Past its deadline: a timeout, recorded as a censored sample of the
+    # time it took on that clock (never 0.0).
+    lt = report.phase("late")
+    assert lt.outcome is Outcome.BYPASSED
+    assert lt.failure is not None
+    assert lt.failure.kind is FailureKind.TIMEOUT
+    assert lt.failure.deadline_reached
+    assert "overran its 1s deadline by 2s" in lt.failure.message
+    assert "blocked the event loop" not in lt.failure.message  # the loop never stalled
+    (censored,) = store.load("clocked/phase:late@test").series(Series.READY)
+    assert censored.censored
+    assert censored.seconds == pytest.approx(3.0)
+    # The report's times are the same clock's: quick from 0 to 0.2, late from 0.2 to 3.2.
+    assert q.start == pytest.approx(0.0)
+    assert q.end == pytest.approx(0.2)
+    assert lt.start == pytest.approx(0.2)
+    assert lt.end == pytest.approx(3.2)
+    assert report.duration == pytest.approx(3.2)
+    assert clock.monotonic() == pytest.approx(3.2)  # nothing else moved it
 
 
 # -- lifecycle ---------------------------------------------------------------------
@@ -884,11 +998,27 @@ async def test_startup_failed_carries_the_report_and_a_clear_message() -> None:
     assert rest is None
 
 
-async def test_startup_run_method_on_startup() -> None:
+async def test_a_run_built_beforehand_is_driven_by_lifecycle_once() -> None:
+    # The one driver also takes a StartupRun built beforehand (the ASGI
+    # lifespan publishes its readiness first); a run starts only once.
     s = Startup("api")
-    s.add(Phase(name="a", run=returning(1)))
-    report = await s.run(settings=make_settings(), store=MemoryHistoryStore())
-    assert report.state is State.READY
+    torn: list[str] = []
+    tracked(s, torn, "a")
+    r = StartupRun(s, settings=make_settings(), store=MemoryHistoryStore(), policy=StrictPolicy())
+    assert r.readiness.state is State.STARTING
+    async with lifecycle(r) as started:
+        assert started is r
+        assert started.readiness.state is State.READY
+    assert torn == ["a=A"]
+    with pytest.raises(RuntimeError, match="already started"):
+        async with lifecycle(r):
+            pytest.fail("a run must not start twice")  # pragma: no cover
+    fresh = StartupRun(s, settings=make_settings(), store=MemoryHistoryStore())
+    with pytest.raises(TypeError, match="give the options to StartupRun"):
+        async with lifecycle(fresh, mode="sequential"):
+            pytest.fail("options with a run are refused")  # pragma: no cover
+    assert not hasattr(s, "run")  # Startup.run() is gone: one driver
+    assert torn == ["a=A"]
 
 
 # -- properties on random graphs -------------------------------------------------------
@@ -1018,8 +1148,8 @@ async def test_a_quick_infrastructure_failure_is_not_a_censored_sample() -> None
         store=store,
         policy=PermissivePolicy(),
     )
-    quick_h = store.load("phase:quick@development")
+    quick_h = store.load("censor/phase:quick@development")
     assert quick_h.series(Series.READY) == ()
     assert [s.kind for s in quick_h.series(Series.FAILURE)] == [FailureKind.INFRASTRUCTURE]
-    slow_h = store.load("phase:slow@development")
+    slow_h = store.load("censor/phase:slow@development")
     assert [s.censored for s in slow_h.series(Series.READY)] == [True]

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from smd import BypassMode, Environment, FailureKind, SettingsError, load_settings
+from smd import Environment, FailureKind, SettingsError, load_settings
+from smd.bypass import BypassMode
+from smd.phases._settings import DatabaseSettings
 
 
 @pytest.fixture(autouse=True)
@@ -158,6 +160,8 @@ def test_settings_are_frozen() -> None:
 def test_database_url_is_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SMD_DATABASE_URL", "postgresql://app:hunter2-secret@db/app")
     s = load_settings()
+    # Owned by the PostgreSQL side (smd.phases), merged into the loaded settings.
+    assert isinstance(s, DatabaseSettings)
     assert s.database_url is not None
     assert s.database_url.get_secret_value().endswith("@db/app")
     assert "hunter2-secret" not in repr(s)

@@ -1,8 +1,8 @@
-"""SIGTERM / SIGINT while the database phase waits on a blackholed PostgreSQL.
+"""SIGTERM / SIGINT / SIGHUP while the database phase waits on a blackholed PostgreSQL.
 
 The real ``smd run`` (and uvicorn through ``smd_lifespan``) as subprocesses
 under ``python -X dev`` (asyncio debug mode, ResourceWarnings shown): the
-process exits with 143 / 130 (uvicorn: its startup-failed status 3) within
+process exits with 143 / 130 / 129 (uvicorn: its startup-failed status 3) within
 2 s of the signal -- a bound the issue demands -- after tearing down the
 completed phases in reverse order, with no warning about pending tasks or
 unclosed resources, and leaves no process behind.
@@ -51,8 +51,8 @@ def _env(tmp_path: Path, dsn: str, token: str, **extra: str) -> dict[str, str]:
         SMD_ENVIRONMENT="production",
         SMD_HISTORY_PATH=str(tmp_path / "history.sqlite3"),
         SMD_LOG_FORMAT="json",
-        SMD_TEST_MARKS=str(tmp_path / "marks.txt"),
-        SMD_SIG_TOKEN=token,  # inherited by any descendant: finds orphans later
+        SMDTEST_MARKS=str(tmp_path / "marks.txt"),
+        SMDTEST_SIG_TOKEN=token,  # inherited by any descendant: finds orphans later
         PYTHONUNBUFFERED="1",
         PYTHONDEVMODE="1",
     )
@@ -83,7 +83,7 @@ def _children(pid: int) -> list[int]:
 
 def _carrying(token: str) -> list[int]:
     """Live processes whose environment holds ``token`` (descendants of the child)."""
-    needle = f"SMD_SIG_TOKEN={token}".encode()
+    needle = f"SMDTEST_SIG_TOKEN={token}".encode()
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -109,7 +109,7 @@ class Child:
     def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
         self.log = log
         self._out = log.open("wb")
-        self.token = env["SMD_SIG_TOKEN"]
+        self.token = env["SMDTEST_SIG_TOKEN"]
         self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self._out, stderr=self._out)
 
     def output(self) -> str:
@@ -168,7 +168,9 @@ def _events(out: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize(
+    ("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129)]
+)
 def test_smd_run_signal_while_blackholed(
     tmp_path: Path,
     pg_dsn: str,
@@ -244,5 +246,33 @@ def test_uvicorn_lifespan_signal_while_blackholed(
     # raised, and uvicorn logs it: that one, ending in smd's own exception, is
     # expected; any other (a leak, a warning turned error) is not.
     _assert_clean(out, tracebacks=1)
-    assert "smd.asgi.StartupInterrupted: startup 'sig-blackhole' interrupted by" in out
+    assert (
+        f"smd.exceptions.StartupInterrupted: startup 'sig-blackhole' interrupted by {sig.name}"
+        in out
+    )
+    assert _carrying(child.token) == []
+
+
+@pytest.mark.slow
+def test_uvicorn_lifespan_sighup_tears_down_then_ends_as_the_signal_asks(
+    tmp_path: Path, pg_dsn: str, fault_proxy: FaultProxy, spawn: Spawn
+) -> None:
+    """uvicorn does not handle SIGHUP: smd tears down, says so, then the default disposition ends it."""
+    fault_proxy.set_mode("blackhole")
+    env = _env(tmp_path, fault_proxy.dsn(pg_dsn), uuid.uuid4().hex)
+    argv = [sys.executable, "-X", "dev", "-W", "error::ResourceWarning", "-m", "uvicorn", APP]
+    argv += ["--host", "127.0.0.1", "--port", str(_free_port())]
+    child = spawn(argv, env, tmp_path / "uvicorn.log")
+    child.wait_output('"event": "smd.database.waiting"')
+    status, seconds = child.signal_and_wait(signal.SIGHUP)
+    out = child.output()
+    assert status == -signal.SIGHUP, out  # killed by the signal it was sent, after teardown
+    assert seconds < BOUND, f"{seconds:.3f}s from SIGHUP to exit:\n{out}"
+    assert "interrupted by SIGHUP; teardown ran" in out
+    assert _marks(tmp_path)[2:] == ["teardown second", "teardown first"]
+    failed = [e for e in _events(out) if e["event"] == "smd.startup.failed"]
+    assert len(failed) == 1
+    assert failed[0]["interrupted"] == "sighup"
+    assert failed[0]["exit_code"] == 129
+    _assert_clean(out)
     assert _carrying(child.token) == []

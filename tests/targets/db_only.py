@@ -8,8 +8,8 @@ forces a mode), so every knob the tests turn is an ordinary setting.
 
 from __future__ import annotations
 
-from phases.database import DatabasePhase
 from smd import Startup
+from smd.phases.database import DatabasePhase
 
 startup = Startup("db_only")
 startup.add(DatabasePhase())

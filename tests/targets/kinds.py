@@ -1,9 +1,10 @@
 """Startups used by the CLI tests: each fails (or not) in a chosen way.
 
-``SMD_TEST_KIND`` picks what the ``work`` phase does: ok, infrastructure,
+``SMDTEST_KIND`` picks what the ``work`` phase does: ok, infrastructure,
 timeout, configuration, application, unknown, hang (waits until cancelled),
 bypass (infrastructure, but the phase carries a permissive policy).
-``SMD_TEST_MARKS`` names a file that teardowns append their phase name to.
+``SMDTEST_MARKS`` names a file that teardowns append their phase name to.
+``SMDTEST_SLOW_TEARDOWN=1`` makes the teardown of ``second`` wait until cancelled.
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ import os
 
 import anyio
 
-from smd import Failure, FailureKind, PermissivePolicy, PhaseContext, PhaseError, Startup
+from smd import Failure, FailureKind, PhaseContext, PhaseError, Startup
+from smd.bypass import PermissivePolicy
 
 startup = Startup("kinds")
 not_a_startup = 42
 
 
 def _mark(text: str) -> None:
-    path = os.environ.get("SMD_TEST_MARKS")
+    path = os.environ.get("SMDTEST_MARKS")
     if path:
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(text + "\n")
@@ -30,6 +32,9 @@ async def _teardown_first(value: object) -> None:
 
 
 async def _teardown_second(value: object) -> None:
+    if os.environ.get("SMDTEST_SLOW_TEARDOWN"):
+        _mark("slow teardown second")
+        await anyio.sleep_forever()
     _mark("teardown second")
 
 
@@ -46,7 +51,7 @@ async def second(ctx: PhaseContext) -> str:
 
 
 async def _work(ctx: PhaseContext) -> str:
-    kind = os.environ.get("SMD_TEST_KIND", "ok")
+    kind = os.environ.get("SMDTEST_KIND", "ok")
     if kind == "ok":
         return "done"
     if kind == "hang":
@@ -64,6 +69,6 @@ async def _work(ctx: PhaseContext) -> str:
 startup.phase(
     name="work",
     requires=["second"],
-    timeout=float(os.environ.get("SMD_TEST_TIMEOUT", "20")),
-    bypass=PermissivePolicy() if os.environ.get("SMD_TEST_KIND") == "bypass" else None,
+    timeout=float(os.environ.get("SMDTEST_TIMEOUT", "20")),
+    bypass=PermissivePolicy() if os.environ.get("SMDTEST_KIND") == "bypass" else None,
 )(_work)

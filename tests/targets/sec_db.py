@@ -12,9 +12,9 @@ import os
 
 from starlette.applications import Starlette
 
-from phases import DatabasePhase
 from smd import PhaseContext, Startup
 from smd.asgi import smd_lifespan
+from smd.phases import DatabasePhase
 
 startup = Startup("sec-db")
 
@@ -32,4 +32,5 @@ startup.add(
     )
 )
 
-app = Starlette(lifespan=smd_lifespan(startup))
+# The app owns its process: smd's one log pipeline, so its lines are scanned too.
+app = Starlette(lifespan=smd_lifespan(startup, configure_logging=True))

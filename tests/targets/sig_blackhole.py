@@ -2,7 +2,7 @@
 
 Used by tests/test_signals.py, both as a TARGET (``tests/targets/sig_blackhole.py:startup``)
 and as an ASGI app for uvicorn (``tests.targets.sig_blackhole:app``).
-``SMD_DATABASE_URL`` is the database; ``SMD_TEST_MARKS`` names a file that
+``SMD_DATABASE_URL`` is the database; ``SMDTEST_MARKS`` names a file that
 phases and teardowns append a line to (the observable side effect).
 """
 
@@ -12,15 +12,15 @@ import os
 
 from starlette.applications import Starlette
 
-from phases import DatabasePhase
 from smd import PhaseContext, Startup
 from smd.asgi import smd_lifespan
+from smd.phases import DatabasePhase
 
 startup = Startup("sig-blackhole")
 
 
 def _mark(text: str) -> None:
-    path = os.environ.get("SMD_TEST_MARKS")
+    path = os.environ.get("SMDTEST_MARKS")
     if path:
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(text + "\n")
@@ -50,4 +50,5 @@ async def second(ctx: PhaseContext) -> str:
 # the signal cancelled the wait, not a deadline.
 startup.add(DatabasePhase(requires=["second"], timeout=60.0, pool=True))
 
-app = Starlette(lifespan=smd_lifespan(startup))
+# The app is its process's owner: smd's one log pipeline (JSON lines on stderr).
+app = Starlette(lifespan=smd_lifespan(startup, configure_logging=True))

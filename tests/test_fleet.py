@@ -1,0 +1,483 @@
+"""Once-per-fleet work under a PostgreSQL advisory lock, against the real cluster.
+
+Real processes where the issue asks for them: 30 concurrent ``smd run`` of a
+startup with a ``once=True`` phase (tests/targets/fleet_once.py; its work
+counts its runs in a table), the holder killed with SIGKILL half-way, a
+failed once phase retried by the next replica. Each process writes its
+``--report``: what the engine says about the phase (outcome, the note "done
+by another replica (...) at ...") is checked against what the table and the
+completion record say. In-process, against the same server: the fast path
+calls no lock function (a database where ``pg_try_advisory_lock`` may not be
+executed, and ``pg_locks``), waiters hold no connection while they wait
+(``pg_stat_activity``), a holder whose session is terminated stops its work,
+and a transaction-pooling pgbouncer fails with one clear line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+import asyncpg
+import pytest
+from pgbed.cluster import AppCredentials, PgCluster
+from pgbed.pgbouncer import PGBOUNCER, Pgbouncer
+
+from smd import FailureKind, PhaseError, load_settings
+from smd.checks.postgres_fleet import (
+    AdvisoryLockCoordinator,
+    FleetSettings,
+    coordinator_factory,
+    lock_id,
+)
+from smd.clock import SystemClock
+from smd.history import SQLiteHistoryStore, target_key
+
+pytestmark = pytest.mark.postgres
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET = str(ROOT / "tests" / "targets" / "fleet_once.py") + ":startup"
+DB = "smd_fleet_tests"
+
+
+@pytest.fixture(scope="module")
+def fleet_dsn(pg: PgCluster, pg_app: AppCredentials) -> str:
+    pg.create_database(DB, owner=pg_app.user)
+    dsn = pg.dsn(pg_app.user, pg_app.password, DB)
+    pg.sql(
+        "CREATE TABLE IF NOT EXISTS once_runs (key text, who text, event text, "
+        "at timestamptz DEFAULT now())",
+        database=DB,
+    )
+    pg.sql(f"GRANT ALL ON once_runs TO {pg_app.user}", database=DB)
+    return dsn
+
+
+@pytest.fixture
+def key(request: pytest.FixtureRequest) -> str:
+    return f"{request.node.name}/{time.time_ns()}"
+
+
+def runs(pg: PgCluster, key: str) -> list[tuple[str, str]]:
+    out = pg.sql(f"SELECT who, event FROM once_runs WHERE key = '{key}' ORDER BY at", database=DB)
+    return [(who, event) for who, _, event in (line.partition("|") for line in out.splitlines())]
+
+
+def record(pg: PgCluster, key: str) -> str:
+    return pg.sql(f"SELECT done_by FROM smd.once_done WHERE key = '{key}'", database=DB)
+
+
+def smd_run(tmp: Path, dsn: str, key: str, i: int, **env: str) -> subprocess.Popen[str]:
+    """Replica ``i``: ``smd run`` of the once target, its report at ``report-<i>.json``."""
+    full = {
+        **os.environ,
+        "SMD_DATABASE_URL": dsn,
+        "SMD_ENVIRONMENT": "test",
+        "SMD_LOG_FORMAT": "json",
+        "SMD_HISTORY_PATH": str(tmp / f"history-{i}.sqlite3"),
+        "SMDTEST_ONCE_KEY": key,
+        **env,
+    }
+    full.pop("SMD_FLEET_URL", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "smd", "run", TARGET, "--report", str(tmp / f"report-{i}.json")],
+        env=full,
+        cwd=tmp,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+DONE_ELSEWHERE = re.compile(r"^done by another replica \((?P<by>[^)]+)\) at (?P<at>\S+)$")
+
+
+def migrate_report(tmp: Path, i: int) -> dict[str, Any]:
+    """The ``migrate`` phase of replica ``i``'s report."""
+    report = json.loads((tmp / f"report-{i}.json").read_text())
+    (phase,) = [p for p in report["phases"] if p["name"] == "migrate"]
+    found: dict[str, Any] = {**phase, "exit_code": report["exit_code"]}
+    return found
+
+
+def done_by(phase: dict[str, Any]) -> str | None:
+    """Who the engine's note says did the work (``None``: this replica ran it)."""
+    if phase["note"] == "":
+        return None
+    match = DONE_ELSEWHERE.match(phase["note"])
+    assert match is not None, phase["note"]
+    when = datetime.fromisoformat(match["at"])
+    assert abs(when.timestamp() - time.time()) < 300, phase["note"]
+    return match["by"]
+
+
+def ready_samples(tmp: Path, i: int) -> int:
+    """The ``migrate`` time-to-ready samples replica ``i`` learned (its local history)."""
+    store = SQLiteHistoryStore(tmp / f"history-{i}.sqlite3", readonly=True)
+    key = target_key("fleet_once", "phase:migrate", "test")
+    return len(store.load_many([key], clock=SystemClock())[key].ready)
+
+
+@pytest.mark.slow
+def test_thirty_concurrent_smd_runs_run_the_once_work_exactly_once(
+    pg: PgCluster, fleet_dsn: str, key: str, tmp_path: Path
+) -> None:
+    procs = [smd_run(tmp_path, fleet_dsn, key, i, SMDTEST_ONCE_SLEEP="2") for i in range(30)]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    results = [(p.returncode, out) for p, out in zip(procs, outputs, strict=True)]
+    assert [rc for rc, _ in results] == [0] * 30, [out[-2000:] for rc, out in results if rc]
+    assert [e for _, e in runs(pg, key)] == ["started", "completed"]
+    (who, _), _ = runs(pg, key)
+    assert record(pg, key) == who
+    phases = [migrate_report(tmp_path, i) for i in range(30)]
+    assert {p["outcome"] for p in phases} == {"ok"}
+    by = [done_by(p) for p in phases]
+    ran = [i for i, b in enumerate(by) if b is None]
+    assert len(ran) == 1  # the engine says exactly one replica ran it...
+    assert procs[ran[0]].pid == int(who.rpartition(":")[2])  # ...the one the table names
+    assert {b for b in by if b is not None} == {who}  # the others name it, with when
+    # A skip took milliseconds: no time-to-ready was learned from it.
+    assert [ready_samples(tmp_path, i) for i in range(30)] == [
+        1 if i == ran[0] else 0 for i in range(30)
+    ]
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_holder_halfway_lets_another_replica_complete_it(
+    pg: PgCluster, fleet_dsn: str, key: str, tmp_path: Path
+) -> None:
+    procs = [smd_run(tmp_path, fleet_dsn, key, i, SMDTEST_ONCE_SLEEP="4") for i in range(6)]
+    deadline = time.monotonic() + 60
+    while not runs(pg, key) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ((holder, event),) = runs(pg, key)
+    assert event == "started"
+    pid = int(holder.rpartition(":")[2])
+    victim = next(p for p in procs if p.pid == pid)
+    time.sleep(1.0)  # half-way through the work
+    os.kill(pid, signal.SIGKILL)
+    for p in procs:
+        p.communicate(timeout=120)
+    codes = {p.pid: p.returncode for p in procs}
+    assert codes.pop(victim.pid) == -signal.SIGKILL
+    assert set(codes.values()) == {0}
+    events = runs(pg, key)
+    assert [e for _, e in events] == ["started", "started", "completed"]
+    completer = events[2][0]
+    assert completer != holder
+    assert events[1][0] == completer
+    assert record(pg, key) == completer
+    # Every survivor's report: the completer ran it, the others say it did.
+    survivors = [i for i, p in enumerate(procs) if p.pid != victim.pid]
+    phases = {procs[i].pid: migrate_report(tmp_path, i) for i in survivors}
+    assert {p["outcome"] for p in phases.values()} == {"ok"}
+    by = {pid: done_by(p) for pid, p in phases.items()}
+    assert by.pop(int(completer.rpartition(":")[2])) is None
+    assert set(by.values()) == {completer}
+
+
+def test_a_failed_once_work_records_nothing_and_the_next_replica_runs_it(
+    pg: PgCluster, fleet_dsn: str, key: str, tmp_path: Path
+) -> None:
+    first = smd_run(tmp_path, fleet_dsn, key, 0, SMDTEST_ONCE_FAIL="1", SMDTEST_ONCE_SLEEP="0")
+    out, _ = first.communicate(timeout=60)
+    assert first.returncode == 70, out[-2000:]  # the phase's own code failed
+    failed = migrate_report(tmp_path, 0)
+    assert (failed["outcome"], failed["failure"]["kind"]) == ("failed", "application")
+    assert "the once work failed on purpose" in failed["failure"]["message"]
+    assert record(pg, key) == ""
+    second = smd_run(tmp_path, fleet_dsn, key, 1, SMDTEST_ONCE_SLEEP="0")
+    out, _ = second.communicate(timeout=60)
+    assert second.returncode == 0, out[-2000:]
+    retried = migrate_report(tmp_path, 1)
+    assert (retried["outcome"], retried["note"]) == ("ok", "")  # it ran here, not skipped
+    events = runs(pg, key)
+    assert [e for _, e in events] == ["started", "started", "completed"]
+    assert record(pg, key) == events[2][0] != events[0][0]
+
+
+# -- in-process, against the same server ----------------------------------------------
+
+
+async def superuser(pg: PgCluster, database: str = DB) -> asyncpg.Connection:
+    return await asyncpg.connect(pg.dsn("postgres", database=database))
+
+
+async def test_the_fast_path_calls_no_lock_function(
+    pg: PgCluster, pg_app: AppCredentials, key: str
+) -> None:
+    # In this database nobody but a superuser may call pg_try_advisory_lock:
+    # a run that found the work done and still probed the lock would fail.
+    db = "smd_fleet_nolock"
+    pg.create_database(db, owner=pg_app.user)
+    pg.sql(
+        "REVOKE EXECUTE ON FUNCTION pg_catalog.pg_try_advisory_lock(bigint) FROM PUBLIC",
+        database=db,
+    )
+    dsn = pg.dsn(pg_app.user, pg_app.password, db)
+    coordinator = AdvisoryLockCoordinator(dsn, identity="fast")
+    ran: list[int] = []
+
+    async def work() -> None:
+        ran.append(1)
+
+    with pytest.raises(PhaseError) as err:  # control: not done, so it must probe the lock
+        await coordinator.run_once(key + "/control", work, deadline_seconds=5)
+    assert err.value.failure.kind is FailureKind.CONFIGURATION
+    assert err.value.failure.code == "42501"
+    pg.sql(f"INSERT INTO smd.once_done (key, done_by) VALUES ('{key}', 'elsewhere:1')", database=db)
+    outcome = await AdvisoryLockCoordinator(dsn, identity="fast").run_once(
+        key, work, deadline_seconds=5
+    )
+    assert (outcome.ran, outcome.done_by, ran) == (False, "elsewhere:1", [])
+    assert outcome.done_at is not None
+    assert abs(outcome.done_at - time.time()) < 60
+
+
+async def test_pg_locks_shows_the_holder_alone_and_nothing_once_done(
+    pg: PgCluster, fleet_dsn: str, key: str
+) -> None:
+    lock = lock_id("smd", key)
+    high, low = (lock & 0xFFFFFFFFFFFFFFFF) >> 32, lock & 0xFFFFFFFF
+    watch = await superuser(pg)
+    query = (
+        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1::bigint::oid "
+        "AND l.objid = $2::bigint::oid AND l.objsubid = 1"
+    )
+    seen: list[list[str]] = []
+    started = anyio.Event()
+
+    async def work() -> None:
+        started.set()
+        await anyio.sleep(1.0)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(
+                lambda: AdvisoryLockCoordinator(fleet_dsn, identity="holder").run_once(
+                    key, work, deadline_seconds=10
+                )
+            )
+            await started.wait()
+            seen.append([r[0] for r in await watch.fetch(query, high, low)])
+        assert seen == [["smd fleet holder"]]
+        # Done: a burst of fast paths while pg_locks is sampled: no lock, ever.
+        samples: list[int] = []
+
+        async def sample() -> None:
+            for _ in range(200):
+                samples.append(len(await watch.fetch(query, high, low)))
+
+        async def fast(i: int) -> None:
+            c = AdvisoryLockCoordinator(fleet_dsn, identity=f"fast{i}")
+            for _ in range(5):
+                outcome = await c.run_once(key, work, deadline_seconds=5)
+                assert outcome.ran is False
+                assert outcome.done_by is not None
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sample)
+            for i in range(10):
+                tg.start_soon(fast, i)
+        assert len(samples) == 200
+        assert set(samples) == {0}
+    finally:
+        await watch.close()
+
+
+async def test_a_waiter_holds_no_connection_while_it_waits_and_names_the_holder(
+    pg: PgCluster, fleet_dsn: str, key: str
+) -> None:
+    watch = await superuser(pg)
+    release = anyio.Event()
+    started = anyio.Event()
+
+    async def slow() -> None:
+        started.set()
+        await release.wait()
+
+    samples: list[int] = []
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(
+                lambda: AdvisoryLockCoordinator(fleet_dsn, identity="holder").run_once(
+                    key, slow, deadline_seconds=20
+                )
+            )
+            await started.wait()
+
+            async def sample() -> None:
+                while not release.is_set():
+                    samples.append(
+                        await watch.fetchval(
+                            "SELECT count(*) FROM pg_stat_activity "
+                            "WHERE application_name = 'smd fleet waiter'"
+                        )
+                    )
+                    await anyio.sleep(0.005)
+
+            tg.start_soon(sample)
+            t0 = time.monotonic()
+            with pytest.raises(PhaseError) as err:
+                await AdvisoryLockCoordinator(fleet_dsn, identity="waiter").run_once(
+                    key, slow, deadline_seconds=3
+                )
+            waited = time.monotonic() - t0
+            release.set()
+    finally:
+        await watch.close()
+    f = err.value.failure
+    assert f.kind is FailureKind.TIMEOUT
+    assert f.deadline_reached
+    assert "replica holder" in f.message
+    assert key in f.message
+    assert 2.5 < waited <= 3.0  # gave up just before its deadline, not after
+    # A waiter that held a connection would show in every sample.
+    assert len(samples) > 100
+    assert sum(1 for n in samples if n) / len(samples) < 0.2
+
+
+async def test_a_holder_whose_session_is_terminated_stops_its_work_and_records_nothing(
+    pg: PgCluster, fleet_dsn: str, key: str
+) -> None:
+    watch = await superuser(pg)
+    started = anyio.Event()
+    finished: list[bool] = []
+
+    async def work() -> None:
+        started.set()
+        await anyio.sleep(10)
+        finished.append(True)
+
+    async def terminate() -> None:
+        await started.wait()
+        await watch.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'smd fleet doomed'"
+        )
+
+    async def doomed() -> PhaseError:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(terminate)
+            try:
+                await AdvisoryLockCoordinator(fleet_dsn, identity="doomed").run_once(
+                    key, work, deadline_seconds=20
+                )
+            except PhaseError as exc:
+                return exc
+        raise AssertionError("the run survived the loss of its lock's session")
+
+    try:
+        t0 = time.monotonic()
+        error = await doomed()
+        assert time.monotonic() - t0 < 5  # the heartbeat noticed, not the work's end
+    finally:
+        await watch.close()
+    assert error.failure.kind is FailureKind.INFRASTRUCTURE
+    assert "lost the fleet lock" in str(error)
+    assert finished == []
+    assert record(pg, key) == ""
+    ran: list[int] = []
+
+    async def again() -> None:
+        ran.append(1)
+
+    outcome = await AdvisoryLockCoordinator(fleet_dsn, identity="next").run_once(
+        key, again, deadline_seconds=5
+    )
+    assert outcome.ran
+    assert ran == [1]
+    assert record(pg, key) == "next"
+
+
+@pytest.mark.skipif(not Path(PGBOUNCER).exists(), reason="pgbouncer is not installed")
+@pytest.mark.parametrize("mode", ["transaction", "session"])
+async def test_through_pgbouncer(pg: PgCluster, fleet_dsn: str, key: str, mode: str) -> None:
+    # The app database of the session cluster (the bouncer logs in as the app role).
+    ran: list[int] = []
+
+    async def work() -> None:
+        ran.append(1)
+
+    with Pgbouncer.start(pg, pool_mode=mode) as bouncer:
+        coordinator = AdvisoryLockCoordinator(bouncer.dsn(), identity="bounced")
+        if mode == "session":
+            outcome = await coordinator.run_once(key, work, deadline_seconds=10)
+            assert outcome.ran
+            assert ran == [1]
+            return
+        with pytest.raises(PhaseError) as err:
+            await coordinator.run_once(key, work, deadline_seconds=10)
+    f = err.value.failure
+    assert f.kind is FailureKind.CONFIGURATION
+    assert f.code == "fleet-lock"
+    assert "\n" not in f.message
+    assert "pgbouncer" in f.message
+    assert "SMD_FLEET_URL" in f.message
+    assert ran == []
+    # Detected before any lock was taken: nothing leaked on the server.
+    leaked = pg.sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+    assert leaked == "0"
+
+
+def test_a_wrong_password_is_a_configuration_failure_without_the_password(
+    pg: PgCluster, pg_app: AppCredentials, key: str
+) -> None:
+    secret = "n0t-the-Passw0rd"
+    dsn = pg.dsn(pg_app.user, secret, DB)
+
+    async def work() -> None:
+        raise AssertionError("never runs")
+
+    async def main() -> PhaseError:
+        with pytest.raises(PhaseError) as err:
+            await AdvisoryLockCoordinator(dsn).run_once(key, work, deadline_seconds=5)
+        return err.value
+
+    err = anyio.run(main)
+    assert err.failure.kind is FailureKind.CONFIGURATION
+    assert err.failure.code == "28P01"
+    assert secret not in str(err)
+    assert secret not in repr(err.failure)
+
+
+def test_the_plugin_offers_a_coordinator_when_a_url_is_set(
+    monkeypatch: pytest.MonkeyPatch, fleet_dsn: str
+) -> None:
+    for name in ("SMD_FLEET_URL", "SMD_DATABASE_URL", "SMD_HISTORY_SCHEMA"):
+        monkeypatch.delenv(name, raising=False)
+    assert coordinator_factory(load_settings()) is None
+    monkeypatch.setenv("SMD_DATABASE_URL", fleet_dsn)
+    found = coordinator_factory(load_settings())
+    assert isinstance(found, AdvisoryLockCoordinator)
+    assert found.schema == "smd"
+    monkeypatch.setenv("SMD_FLEET_URL", "postgresql://fleet@elsewhere:5433/coord")
+    monkeypatch.setenv("SMD_HISTORY_SCHEMA", "fleet_a")
+    found = coordinator_factory(load_settings())
+    assert isinstance(found, AdvisoryLockCoordinator)
+    assert (found.options.target_key(), found.schema) == (
+        "postgres://elsewhere:5433/coord",
+        "fleet_a",
+    )
+    assert FleetSettings.of(load_settings()).history_schema == "fleet_a"
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_locks(pg: PgCluster) -> Iterator[None]:
+    yield
+    # Every test leaves the server without advisory locks: nothing leaks a session.
+    deadline = time.monotonic() + 5
+    while pg.sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") != "0":
+        assert time.monotonic() < deadline, "an advisory lock outlived its test"
+        time.sleep(0.05)
