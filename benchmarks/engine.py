@@ -20,6 +20,13 @@ b. **Per-phase overhead.** 2,000 independent no-op phases through
    coroutines: goal ``smd / bare <= 5``. Measured with logging at the default
    level (``info``, JSON rendered to /dev/null: two lines per phase) and with
    logging at ``warning`` (no per-phase lines), so the cost of the logs shows.
+d. **Through the CLI.** The same 200-phase DAG run by a real ``smd run``
+   (``benchmarks/_dag.py:startup``) with the SQLite history store and JSON
+   logs at ``info``, interleaved with the bare anyio runner in a process of
+   its own: time to ready (the report's duration) over the critical path
+   (goal <= 1.04) and over the bare runner (goal <= 1.01), and how long after
+   ``smd.startup.started`` the first phase starts (the report's earliest
+   phase start; goal <= 2 ms).
 c. **Planning.** Validating and ordering a random DAG of 10,000 phases:
    seconds and microseconds per phase.
 
@@ -40,8 +47,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,73 +57,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _common import goal, machine, median, print_result, table
+from _dag import Graph, bare_dag, random_dag, sleeper, startup_of
 
-from smd import MemoryHistoryStore, Phase, PhaseContext, Startup, StrictPolicy
+from smd import Phase, PhaseContext, Settings, Startup, StartupRun, load_settings, run_startup
 from smd._logging import configure_logging
-from smd._sequencer import Mode, StartupRun, run_startup
-from smd._settings import Settings, load_settings
+from smd._scheduler import Mode
+from smd.bypass import StrictPolicy
+from smd.history import MemoryHistoryStore
 
 CRITICAL_PATH_GOAL = 1.03
 OVERHEAD_GOAL = 5.0
-
-PhaseFn = Callable[[PhaseContext], Awaitable[Any]]
-
-
-# -- graphs ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Graph:
-    """A DAG: ``requires[i]`` are indices < i; ``sleep[i]`` seconds of work."""
-
-    requires: tuple[tuple[int, ...], ...]
-    sleep: tuple[float, ...]
-
-    @property
-    def names(self) -> list[str]:
-        return [f"p{i:05d}" for i in range(len(self.requires))]
-
-    def critical_path(self) -> tuple[float, int]:
-        """Seconds of the longest chain of sleeps, and its number of phases."""
-        finish: list[float] = []
-        depth: list[int] = []
-        for i, reqs in enumerate(self.requires):
-            start = max((finish[r] for r in reqs), default=0.0)
-            finish.append(start + self.sleep[i])
-            depth.append(1 + max((depth[r] for r in reqs if finish[r] == start), default=0))
-        end = max(range(len(finish)), key=finish.__getitem__)
-        return finish[end], depth[end]
-
-
-def random_dag(
-    n: int, rng: random.Random, *, max_requires: int = 3, window: int = 25, sleep: bool = True
-) -> Graph:
-    """Each phase requires 0..max_requires of the ``window`` phases declared before it."""
-    requires: list[tuple[int, ...]] = []
-    for i in range(n):
-        lo = max(0, i - window)
-        k = min(i - lo, rng.randint(0, max_requires))
-        requires.append(tuple(sorted(rng.sample(range(lo, i), k))))
-    sleeps = tuple(rng.uniform(0.010, 0.050) if sleep else 0.0 for _ in range(n))
-    return Graph(tuple(requires), sleeps)
-
-
-def sleeper(seconds: float) -> PhaseFn:
-    async def work(ctx: PhaseContext) -> None:
-        await anyio.sleep(seconds)
-
-    return work
-
-
-def startup_of(graph: Graph, fns: Sequence[PhaseFn]) -> Startup:
-    names = graph.names
-    # Declared in a shuffled order so the plan has real sorting to do.
-    order = list(range(len(names)))
-    random.Random(len(names)).shuffle(order)
-    s = Startup("bench")
-    for i in order:
-        s.add(Phase(name=names[i], run=fns[i], requires=tuple(names[r] for r in graph.requires[i])))
-    return s
+# Through `smd run` with the SQLite history store (issue 10 "Done when").
+CLI_CRITICAL_PATH_GOAL = 1.04
+CLI_BARE_GOAL = 1.01
+FIRST_PHASE_GOAL_MS = 2.0
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def bench_settings(level: str = "info") -> Settings:
@@ -151,23 +105,6 @@ async def smd_time_to_ready(startup: Startup, settings: Settings, mode: Mode) ->
     elapsed = time.perf_counter() - t0
     await run.stop()
     return elapsed
-
-
-async def bare_dag(graph: Graph) -> float:
-    """The same DAG with nothing but anyio: one event per phase."""
-    done = [anyio.Event() for _ in graph.requires]
-
-    async def node(i: int) -> None:
-        for r in graph.requires[i]:
-            await done[r].wait()
-        await anyio.sleep(graph.sleep[i])
-        done[i].set()
-
-    t0 = time.perf_counter()
-    async with anyio.create_task_group() as tg:
-        for i in range(len(graph.requires)):
-            tg.start_soon(node, i)
-    return time.perf_counter() - t0
 
 
 async def hand_written_lifespan(graph: Graph, order: Sequence[int]) -> float:
@@ -241,6 +178,93 @@ async def measure_dag(seed: int, repeat: int, n: int) -> dict[str, Any]:
             "smd_sequential_s": sequential,
             "hand_written_sequential_s": hand,
         },
+    }
+
+
+# -- d. the same DAG through the CLI ----------------------------------------------------
+
+
+def _smd_run_once(env: dict[str, str], report: Path) -> dict[str, Any]:
+    """One real `smd run benchmarks/_dag.py:startup` with the SQLite store; its report."""
+    import json
+    import subprocess
+
+    smd = Path(sys.executable).with_name("smd")
+    out = subprocess.run(
+        [str(smd), "run", "benchmarks/_dag.py:startup", "--report", str(report)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"smd run exited {out.returncode}")
+    doc: dict[str, Any] = json.loads(report.read_text())
+    return doc
+
+
+def _bare_once(env: dict[str, str]) -> float:
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, "benchmarks/_dag.py"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(out.stdout.strip())
+
+
+def measure_cli(seed: int, repeat: int, n: int) -> dict[str, Any]:
+    """Time to ready through `smd run` (SQLite history, logs at info) vs a bare anyio runner."""
+    import tempfile
+
+    graph = random_dag(n, random.Random(seed))
+    critical, depth = graph.critical_path()
+    runs: list[float] = []
+    firsts: list[float] = []
+    bare: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="smd-bench-cli-") as tmp:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("SMD_")},
+            "SMDBENCH_PHASES": str(n),
+            "SMDBENCH_SEED": str(seed),
+            "SMD_ENVIRONMENT": "test",
+            "SMD_STARTUP_BUDGET": "3600",
+            "SMD_PROGRESS_INTERVAL": "3600",
+            "SMD_LOG_FORMAT": "json",
+            "SMD_LOG_LEVEL": "info",
+            "SMD_HISTORY_PATH": str(Path(tmp) / "history.sqlite3"),
+            "PYTHONPATH": str(ROOT / "benchmarks"),
+        }
+        report = Path(tmp) / "report.json"
+        _smd_run_once(env, report)  # warm-up: creates the store, fills the OS caches
+        for _ in range(max(repeat, 7)):
+            doc = _smd_run_once(env, report)
+            runs.append(float(doc["duration"]))
+            firsts.append(min(float(p["start"]) for p in doc["phases"]))
+            bare.append(_bare_once(env))
+    r, b, f = median(runs), median(bare), median(firsts)
+    return {
+        "phases": n,
+        "repeat": len(runs),
+        "critical_path_s": critical,
+        "critical_path_phases": depth,
+        "smd_run_s": r,
+        "bare_anyio_dag_s": b,
+        "first_phase_offset_ms": f * 1e3,
+        "ratio_smd_run_to_critical_path": r / critical,
+        "ratio_smd_run_to_bare": r / b,
+        "goal_critical_path": CLI_CRITICAL_PATH_GOAL,
+        "goal_bare": CLI_BARE_GOAL,
+        "goal_first_phase_ms": FIRST_PHASE_GOAL_MS,
+        "verdict_critical_path": goal(r / critical, CLI_CRITICAL_PATH_GOAL),
+        "verdict_bare": goal(r / b, CLI_BARE_GOAL),
+        "verdict_first_phase": goal(f * 1e3, FIRST_PHASE_GOAL_MS),
+        "samples": {"smd_run_s": runs, "bare_anyio_dag_s": bare, "first_phase_offset_s": firsts},
     }
 
 
@@ -332,7 +356,7 @@ def measure_planning(seed: int, repeat: int, n: int) -> dict[str, Any]:
 
 
 def render(data: dict[str, Any]) -> str:
-    d, o, p = data["dag"], data["overhead"], data["planning"]
+    d, o, p, c = data["dag"], data["overhead"], data["planning"], data["cli"]
     m = data["machine"]
     head = (
         f"smd engine benchmark - {m['date']} - {m['cpus']} CPU {m['cpu']} - "
@@ -400,6 +424,30 @@ def render(data: dict[str, Any]) -> str:
             f"{d['ratio_hand_written_to_concurrent']:.1f}x "
             f"(smd sequential / smd concurrent = {d['ratio_sequential_to_concurrent']:.1f}x)",
             "",
+            f"d. the same DAG through `smd run` (SQLite history, JSON logs at info; "
+            f"{c['repeat']} runs interleaved with a bare anyio runner in its own process)",
+            table(
+                ["measurement", "value", "goal"],
+                [
+                    [
+                        "time to ready / critical path",
+                        f"{c['ratio_smd_run_to_critical_path']:.3f} "
+                        f"({c['smd_run_s']:.3f} s / {c['critical_path_s']:.3f} s)",
+                        f"<= {CLI_CRITICAL_PATH_GOAL}: {c['verdict_critical_path']}",
+                    ],
+                    [
+                        "time to ready / bare anyio runner",
+                        f"{c['ratio_smd_run_to_bare']:.3f} ({c['bare_anyio_dag_s']:.3f} s)",
+                        f"<= {CLI_BARE_GOAL}: {c['verdict_bare']}",
+                    ],
+                    [
+                        "first phase start after smd.startup.started",
+                        f"{c['first_phase_offset_ms']:.2f} ms",
+                        f"<= {FIRST_PHASE_GOAL_MS:g} ms: {c['verdict_first_phase']}",
+                    ],
+                ],
+            ),
+            "",
             f"b. {o['phases']} no-op phases: run_startup vs a bare anyio task group "
             f"({o['repeat']} runs each)",
             table(
@@ -419,6 +467,7 @@ def render(data: dict[str, Any]) -> str:
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     n_dag, n_noop, n_plan = (60, 500, 2000) if args.quick else (200, 2000, 10000)
     dag = await measure_dag(args.seed, args.repeat, n_dag)
+    cli = measure_cli(args.seed, args.repeat, n_dag)
     overhead = await measure_overhead(max(args.repeat, 7), n_noop)
     planning = measure_planning(args.seed, max(args.repeat, 5), n_plan)
     return {
@@ -427,6 +476,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "repeat": args.repeat,
         "dag": dag,
+        "cli": cli,
         "overhead": overhead,
         "planning": planning,
     }

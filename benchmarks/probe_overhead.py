@@ -5,10 +5,10 @@ round, after warm-ups:
 
 - **bare**: ``asyncpg.connect(dsn)`` + ``SELECT 1`` + ``close()`` -- what a
   hand-written readiness check does;
-- **probe**: ``checks.postgres.probe(dsn, attempt_seconds=10)`` -- one
+- **probe**: ``smd.checks.postgres.probe(dsn, attempt_seconds=10)`` -- one
   bounded attempt: parse and validate the options, connect, ``SELECT 1``,
   classify, close;
-- **wait_ready**: ``checks.postgres.wait_ready(dsn, deadline_seconds=10)``
+- **wait_ready**: ``PostgresCheck(dsn).wait_ready(deadline_seconds=10)``
   -- the attempt loop ``DatabasePhase`` runs; on a healthy server that is
   one attempt.
 
@@ -57,7 +57,7 @@ def contenders(dsn: str) -> dict[str, Contender]:
     """The three ways to check one healthy database, by name."""
     import asyncpg
 
-    from checks.postgres import probe, wait_ready
+    from smd.checks.postgres import PostgresCheck, probe
 
     async def bare() -> None:
         conn = await asyncpg.connect(dsn)
@@ -72,7 +72,7 @@ def contenders(dsn: str) -> dict[str, Contender]:
             raise RuntimeError(f"probe failed on a healthy server: {result.failure}")
 
     async def smd_wait_ready() -> None:
-        result = await wait_ready(dsn, deadline_seconds=_ATTEMPT_SECONDS)
+        result = await PostgresCheck(dsn).wait_ready(deadline_seconds=_ATTEMPT_SECONDS)
         if not result.ok:
             raise RuntimeError(f"wait_ready failed on a healthy server: {result.failure}")
 

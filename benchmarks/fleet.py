@@ -1,0 +1,544 @@
+"""A fleet of replicas starting at once against one PostgreSQL (issue 14's figures).
+
+    python benchmarks/fleet.py                    # 200 replicas: 10 processes x 20 runs
+    python benchmarks/fleet.py --processes 4 --replicas 10 --format json
+
+A throwaway cluster with ``max_connections=100`` is started (or
+``SMD_DATABASE_URL`` is used; it should allow 100 connections). Each replica is
+an independent run of the real engine with its own connections and local
+state: a ``DatabasePhase``, then ``migrate``, a ``once=True`` phase whose work
+sleeps ``--work`` seconds (the migration) and logs itself in a table. All
+replicas of all processes start at the same wall-clock instant.
+
+What is measured, by ``--via``:
+
+- ``engine`` (the default): each replica is ``smd.run_startup(startup,
+  settings=...)`` with the settings ``smd run`` would load from its
+  environment (``SMD_DATABASE_URL``, ``SMD_HISTORY_URL`` = the same server,
+  a ``SMD_HISTORY_PATH`` of its own): the history store is chosen by the
+  engine (``open_store``: the PostgreSQL store behind ``FallbackStore``), the
+  once phase runs through the coordinator the ``fleet`` plugin offers, as in
+  ``smd run``. 10 processes x 20 concurrent runs, as issue 14 suggests. Left
+  out: the interpreter's start and imports of one process per replica.
+- ``smd-run``: each replica is its own ``smd run tests/targets/fleet_once.py:startup``
+  process (the once phase alone, no database phase), its ``--report`` read
+  back. On a 2-core machine 200 interpreters starting at once mostly measure
+  process start-up, which is why it is not the default.
+
+Printed, in one run:
+
+- fleet: how many replicas became ready (goal: all), how many times the
+  once work ran (goal: exactly 1), the time until the last replica was ready
+  over one replica's time-to-ready alone (goal <= 1.2), the server's peak
+  connection count (``pg_stat_activity``, sampled every 10 ms; goal <= 90);
+- the first-start deadline of a brand-new replica with the shared store
+  against one with an empty local store;
+- sigkill: the process holding the lock is killed (SIGKILL) half-way through
+  the work: another replica completes it, every replica of the other
+  processes becomes ready, the work completed exactly once.
+
+The sigkill scenario always uses ``--via engine`` processes (killing one
+kills its 20 replicas with it; the others must all become ready).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+import asyncpg
+import structlog
+
+from smd import Phase, PhaseContext, Startup, StartupFailed, load_settings, run_startup
+from smd.phases import DatabasePhase
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, goal, machine, print_result, table
+
+sys.path.insert(0, str(ROOT / "tests"))
+TABLE = "fleet_bench_runs"
+# Every worker started, so that none outlives a benchmark that failed.
+_CHILDREN: list[subprocess.Popen[str]] = []
+
+
+# -- one replica (in a worker process) -------------------------------------------------
+
+
+async def replica(
+    url: str, key: str, index: int, work_seconds: float, shared: bool, state: Path
+) -> dict[str, Any]:
+    """One replica's start through the real engine; what happened, for the parent."""
+
+    identity = f"{socket.gethostname()}:{os.getpid()}/{index}"
+    outcome: dict[str, Any] = {"identity": identity, "pid": os.getpid()}
+
+    async def mark(event: str) -> None:
+        # The work's own connection, like a migration's: it rides out the storm too.
+        for attempt in range(200):
+            try:
+                conn = await asyncpg.connect(url)
+                break
+            except asyncpg.TooManyConnectionsError:
+                await anyio.sleep(0.05 * (1 + attempt % 4))
+        try:
+            await conn.execute(
+                f"INSERT INTO {TABLE} (key, who, event) VALUES ($1, $2, $3)", key, identity, event
+            )
+        finally:
+            await conn.close()
+
+    async def migrate(ctx: PhaseContext) -> None:
+        await mark("started")
+        await anyio.sleep(work_seconds)
+        await mark("completed")
+
+    startup = Startup("fleet")
+    startup.add(DatabasePhase())
+    startup.add(
+        Phase("migrate", migrate, requires=("database",), timeout=120.0, once=True, once_key=key)
+    )
+    # What `smd run` loads from SMD_DATABASE_URL, SMD_HISTORY_URL and a local
+    # SMD_HISTORY_PATH of this replica's own (the fallback; fresh each time).
+    settings = load_settings(
+        environment="production",
+        database_url=url,
+        history_url=url if shared else None,
+        history_path=state / f"{os.getpid()}-{index}-{time.time_ns()}.sqlite3",
+    )
+    try:
+        report = await run_startup(startup, settings=settings)
+    except StartupFailed as failed:
+        report = failed.report
+    database = next(p for p in report.phases if p.name == "database")
+    failure = report.failed_phase.failure if report.failed_phase else None
+    once = next(p for p in report.phases if p.name == "migrate")
+    outcome.update(
+        ran=once.outcome.value == "ok" and not once.note,
+        note=once.note,
+        database_end=database.end,
+        migrate_start=once.start,
+        migrate_end=once.end,
+        ready=report.state.value in ("ready", "degraded"),
+        at=time.time(),
+        duration=report.duration,
+        deadline=database.timeout.seconds if database.timeout else None,
+        deadline_source=database.timeout.source if database.timeout else None,
+        error=None if failure is None else f"{failure.kind.value}: {failure.message}",
+    )
+    return outcome
+
+
+def worker(args: argparse.Namespace) -> None:
+    """A worker process: ``--replicas`` replicas started together at ``--start-at``."""
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+    url = os.environ["SMD_DATABASE_URL"]
+    state = Path(tempfile.mkdtemp(prefix="smd-bench-replica-"))
+
+    async def main() -> None:
+        await anyio.sleep(max(0.0, args.start_at - time.time()))
+
+        async def one(i: int) -> None:
+            result = await replica(url, args.key, i, args.work, not args.no_shared_store, state)
+            print("RESULT " + json.dumps(result), flush=True)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(args.replicas):
+                tg.start_soon(one, i)
+
+    anyio.run(main)
+
+
+# -- the parent -------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def cluster() -> Iterator[tuple[str, str]]:
+    """(app DSN, superuser DSN): ``SMD_DATABASE_URL`` as both, or a throwaway cluster."""
+    given = os.environ.get("SMD_DATABASE_URL")
+    if given:
+        yield given, given
+        return
+    from pgbed.cluster import PgCluster
+
+    base = Path(tempfile.mkdtemp(prefix="smd-bench-fleet-"))
+    print(f"starting a throwaway PostgreSQL (max_connections=100) in {base} ...", file=sys.stderr)
+    pg = PgCluster.create(base, settings={"max_connections": "100", "log_connections": "off"})
+    try:
+        pg.ensure_app()
+        yield pg.dsn(), pg.dsn("postgres", database=pg.app.database if pg.app else "postgres")
+    finally:
+        pg.destroy()
+
+
+class PeakConnections:
+    """Samples the server's client connections every 10 ms (from a superuser session)."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: anyio.run(self._run), daemon=True)
+
+    async def _run(self) -> None:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            while not self._stop.is_set():
+                n = await conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+                    "AND pid <> pg_backend_pid()"
+                )
+                self.peak = max(self.peak, int(n))
+                await anyio.sleep(0.01)
+        finally:
+            await conn.close()
+
+    def __enter__(self) -> PeakConnections:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def launch(
+    url: str, key: str, processes: int, replicas: int, work: float, *, shared: bool = True
+) -> tuple[list[subprocess.Popen[str]], float]:
+    """Start the worker processes; all their replicas begin at the returned wall time."""
+    start_at = time.time() + 2.0 + 0.1 * processes  # time to import, so they start together
+    env = {**os.environ, "SMD_DATABASE_URL": url}
+    argv = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "--key",
+        key,
+        "--replicas",
+        str(replicas),
+        "--work",
+        str(work),
+        "--start-at",
+        repr(start_at),
+    ]
+    if not shared:
+        argv.append("--no-shared-store")
+    procs = [
+        subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True) for _ in range(processes)
+    ]
+    _CHILDREN.extend(procs)
+    return procs, start_at
+
+
+def launch_smd_run(
+    url: str, key: str, processes: int, replicas: int, work: float, state: Path
+) -> tuple[list[subprocess.Popen[str]], float]:
+    """The same fleet as ``smd run`` processes (one replica each; see the module docstring)."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SMD_")},
+        "SMD_DATABASE_URL": url,
+        "SMD_HISTORY_URL": url,
+        "SMDTEST_ONCE_KEY": key,
+        "SMDTEST_ONCE_SLEEP": str(work),
+        "SMDTEST_ONCE_TABLE": TABLE,
+        "SMD_ENVIRONMENT": "production",
+        "SMD_LOG_LEVEL": "error",
+    }
+    target = str(ROOT / "tests" / "targets" / "fleet_once.py") + ":startup"
+    start_at = time.time()
+    procs = []
+    for i in range(processes * replicas):
+        argv = [sys.executable, "-m", "smd", "run", target, "--report", str(state / f"{i}.json")]
+        history = {"SMD_HISTORY_PATH": str(state / f"{i}.sqlite3")}
+        procs.append(
+            subprocess.Popen(
+                argv,
+                env={**env, **history},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+        )
+    _CHILDREN.extend(procs)
+    return procs, start_at
+
+
+def smd_run_results(procs: list[subprocess.Popen[str]], state: Path) -> list[dict[str, Any]]:
+    """What each ``smd run`` replica's report says (a replica without one did not start)."""
+    results = []
+    for i, proc in enumerate(procs):
+        proc.wait(600)
+        path = state / f"{i}.json"
+        if not path.exists():
+            results.append({"ready": False, "error": f"exit {proc.returncode}, no report"})
+            continue
+        report = json.loads(path.read_text())
+        once = next(p for p in report["phases"] if p["name"] == "migrate")
+        started = datetime.fromisoformat(report["started_at"]).timestamp()
+        failure = once.get("failure") or {}
+        results.append(
+            {
+                "ready": report["state"] in ("ready", "degraded"),
+                "ran": once["outcome"] == "ok" and not once["note"],
+                "note": once["note"],
+                "at": started + report["duration"],
+                "error": f"{failure['kind']}: {failure['message']}" if failure else None,
+            }
+        )
+    return results
+
+
+def collect(procs: list[subprocess.Popen[str]]) -> list[dict[str, Any]]:
+    results = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=600)
+        results += [
+            json.loads(line[7:]) for line in (out or "").splitlines() if line.startswith("RESULT ")
+        ]
+    return results
+
+
+def sql(dsn: str, statement: str, *args: Any) -> list[Any]:
+    async def run() -> list[Any]:
+        # Even a superuser gets "too many clients" while a storm's sessions
+        # are still authenticating (each holds a server slot meanwhile).
+        for attempt in range(400):
+            try:
+                conn = await asyncpg.connect(dsn)
+                break
+            except asyncpg.TooManyConnectionsError:
+                await anyio.sleep(0.02 * (1 + attempt % 5))
+        try:
+            return list(await conn.fetch(statement, *args))
+        finally:
+            await conn.close()
+
+    return anyio.run(run)
+
+
+def events(dsn: str, key: str) -> list[tuple[str, str]]:
+    return [
+        (r[0], r[1])
+        for r in sql(dsn, f"SELECT who, event FROM {TABLE} WHERE key = $1 ORDER BY at", key)
+    ]
+
+
+def fleet(url: str, args: argparse.Namespace) -> dict[str, Any]:
+    stamp = time.time_ns()
+    # One replica alone (a brand-new fleet, nobody else around).
+    if args.via == "smd-run":
+        state = Path(tempfile.mkdtemp(prefix="smd-bench-smd-run-"))
+        procs, t0 = launch_smd_run(url, f"alone/{stamp}", 1, 1, args.work, state)
+        (alone,) = smd_run_results(procs, state)
+    else:
+        procs, t0 = launch(url, f"alone/{stamp}", 1, 1, args.work)
+        (alone,) = collect(procs)
+    alone_time = alone["at"] - t0
+    n = args.processes * args.replicas
+    key = f"fleet/{stamp}"
+    with PeakConnections(args.superuser) as peak:
+        if args.via == "smd-run":
+            state = Path(tempfile.mkdtemp(prefix="smd-bench-smd-run-"))
+            procs, t0 = launch_smd_run(url, key, args.processes, args.replicas, args.work, state)
+            results = smd_run_results(procs, state)
+        else:
+            procs, t0 = launch(url, key, args.processes, args.replicas, args.work)
+            results = collect(procs)
+        ready = sum(1 for r in results if r["ready"])
+        last = max((r["at"] for r in results if r["ready"]), default=t0) - t0
+        # What the engine reported: how many replicas ran the once phase themselves.
+        ran_here = sum(1 for r in results if r.get("ran"))
+    ran = sum(1 for _, e in events(args.superuser, key) if e == "completed")
+    work = {
+        str(r[0]): float(r[1]) - t0
+        for r in sql(
+            args.superuser,
+            f"SELECT event, extract(epoch FROM at)::float8 FROM {TABLE} WHERE key = $1",
+            key,
+        )
+    }
+    errors = sorted({str(r["error"])[:300] for r in results if r.get("error")})
+    # A brand-new replica's first start: with the fleet's shared store, and without.
+    if args.via == "smd-run":  # its replicas (fleet_once.py) have no database phase to learn
+        newcomer = lonely = {"deadline": None, "deadline_source": "n/a with --via smd-run"}
+    else:
+        procs, _ = launch(url, f"newcomer/{stamp}", 1, 1, 0.01)
+        (newcomer,) = collect(procs)
+        procs, _ = launch(url, f"lonely/{stamp}", 1, 1, 0.01, shared=False)
+        (lonely,) = collect(procs)
+    return {
+        "replicas": n,
+        "ready": ready,
+        "once_ran": ran,
+        "once_ran_reported": ran_here,
+        "alone_s": alone_time,
+        "fleet_s": last,
+        "ratio": last / alone_time,
+        "peak_connections": peak.peak,
+        "deadline_shared_s": newcomer["deadline"],
+        "deadline_shared_source": newcomer["deadline_source"],
+        "deadline_alone_s": lonely["deadline"],
+        "deadline_alone_source": lonely["deadline_source"],
+        "errors": errors[:8],
+        "phases": _phase_spread(results, t0),
+        "work_started_s": work.get("started"),
+        "work_completed_s": work.get("completed"),
+    }
+
+
+def _phase_spread(results: list[dict[str, Any]], t0: float) -> dict[str, Any]:
+    """Where the fleet's time went: medians and maxima of phase ends (seconds since t0)."""
+    out: dict[str, Any] = {}
+    for name in ("database_end", "migrate_start", "migrate_end"):
+        values = sorted(
+            r["at"] - r["duration"] + r[name] - t0 for r in results if r.get(name) is not None
+        )
+        if values:
+            out[name] = {"median": values[len(values) // 2], "max": values[-1]}
+    return out
+
+
+def sigkill(url: str, args: argparse.Namespace) -> dict[str, Any]:
+    key = f"sigkill/{time.time_ns()}"
+    work = max(args.work, 4.0)
+    procs, _ = launch(url, key, args.processes, args.replicas, work)
+    deadline = time.time() + 120
+    while not events(args.superuser, key) and time.time() < deadline:
+        time.sleep(0.02)
+    ((holder, _),) = events(args.superuser, key)
+    time.sleep(work / 2)  # half-way through the work
+    pid = int(holder.rpartition(":")[2].partition("/")[0])
+    os.kill(pid, signal.SIGKILL)
+    results = collect(procs)
+    others = [r for r in results if r["pid"] != pid]
+    seen = events(args.superuser, key)
+    completed = [who for who, e in seen if e == "completed"]
+    return {
+        "killed_pid": pid,
+        "replicas_killed_with_it": args.replicas,
+        "others": (args.processes - 1) * args.replicas,
+        "others_ready": sum(1 for r in others if r["ready"]),
+        "work_started": sum(1 for _, e in seen if e == "started"),
+        "work_completed": len(completed),
+        "completed_by_another": bool(completed) and completed[0] != holder,
+    }
+
+
+def _deadline(seconds: float | None, source: str) -> str:
+    return source if seconds is None else f"{seconds:g} ({source})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--processes", type=int, default=10)
+    parser.add_argument("--replicas", type=int, default=20, help="concurrent runs per process")
+    parser.add_argument("--work", type=float, default=2.0, help="seconds the once work takes")
+    parser.add_argument("--via", choices=["engine", "smd-run"], default="engine")
+    parser.add_argument("--skip-sigkill", action="store_true")
+    parser.add_argument("--format", choices=["text", "json"], default="text")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--key", help=argparse.SUPPRESS)
+    parser.add_argument("--start-at", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--no-shared-store", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args)
+        return
+    with cluster() as (url, superuser):
+        args.superuser = superuser
+        sql(
+            superuser,
+            f"CREATE TABLE IF NOT EXISTS {TABLE} (key text, who text, event text, at timestamptz DEFAULT now())",
+        )
+        sql(superuser, f"GRANT ALL ON {TABLE} TO PUBLIC")
+        try:
+            f = fleet(url, args)
+            k = None if args.skip_sigkill else sigkill(url, args)
+        finally:
+            for child in _CHILDREN:
+                if child.poll() is None:
+                    child.kill()
+                    child.wait()
+    m = machine()
+    data = {"machine": m, "fleet": f, "sigkill": k}
+    rows = [
+        [
+            "replicas ready",
+            f"{f['ready']} / {f['replicas']}",
+            "all",
+            "met" if f["ready"] == f["replicas"] else "MISSED",
+        ],
+        ["once work ran", f["once_ran"], "exactly 1", "met" if f["once_ran"] == 1 else "MISSED"],
+        [
+            "replicas whose report says they ran it",
+            f["once_ran_reported"],
+            "exactly 1",
+            "met" if f["once_ran_reported"] == 1 else "MISSED",
+        ],
+        ["one replica alone (s)", f"{f['alone_s']:.2f}", "", ""],
+        ["fleet, last ready (s)", f"{f['fleet_s']:.2f}", "", ""],
+        ["fleet / alone", f"{f['ratio']:.2f}", "<= 1.2", goal(f["ratio"], 1.2)],
+        ["peak connections", f["peak_connections"], "<= 90", goal(f["peak_connections"], 90)],
+        [
+            "first-start deadline, shared store (s)",
+            _deadline(f["deadline_shared_s"], f["deadline_shared_source"]),
+            "",
+            "",
+        ],
+        [
+            "first-start deadline, no shared store (s)",
+            _deadline(f["deadline_alone_s"], f["deadline_alone_source"]),
+            "",
+            "",
+        ],
+    ]
+    if k is not None:
+        rows += [
+            [
+                "sigkill: others ready",
+                f"{k['others_ready']} / {k['others']}",
+                "all",
+                "met" if k["others_ready"] == k["others"] else "MISSED",
+            ],
+            [
+                "sigkill: work completed",
+                k["work_completed"],
+                "exactly 1",
+                "met" if k["work_completed"] == 1 else "MISSED",
+            ],
+            [
+                "sigkill: completed by another replica",
+                k["completed_by_another"],
+                "yes",
+                "met" if k["completed_by_another"] else "MISSED",
+            ],
+            ["sigkill: work started (killed + completer)", k["work_started"], "2", ""],
+        ]
+    text = (
+        f"fleet of {f['replicas']} replicas ({args.processes} processes x {args.replicas}), once work "
+        f"{args.work:g}s, via {args.via}; {m['date']}, {m['cpus']} CPUs ({m['cpu']}), load {m['load']}\n"
+        + table(["figure", "value", "goal", "verdict"], rows)
+        + ("\nerrors: " + "; ".join(f["errors"]) if f["errors"] else "")
+    )
+    print_result(args.format, data, text)
+
+
+if __name__ == "__main__":
+    main()
