@@ -11,9 +11,9 @@ Run it (from the repository root, with a PostgreSQL to talk to)::
 
 The startup has two phases that run at the same time (one wave):
 
-- ``database``: :class:`phases.DatabasePhase` waits until PostgreSQL answers
+- ``database``: :class:`smd.phases.DatabasePhase` waits until PostgreSQL answers
   (adaptive deadline learned from earlier starts; DSN from
-  ``SMD_DATABASE_URL``) and publishes a :class:`phases.Database` with a pool;
+  ``SMD_DATABASE_URL``) and publishes a :class:`smd.phases.Database` with a pool;
 - ``cache``: warms an in-process lookup table the routes serve from.
 
 If the database is down at start: in ``production`` (strict) uvicorn exits
@@ -28,22 +28,43 @@ The same startup also works as a container entrypoint gate:
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from phases import Database, DatabasePhase
 from smd import PhaseContext, Startup
 from smd.asgi import health_router, smd_lifespan
+from smd.phases import Database, DatabasePhase, MigrationsPhase
 
 startup = Startup("fastapi-example")
 
 # Without a database, production (strict) stops; development (permissive) degrades.
 startup.add(DatabasePhase(pool=True, pool_kwargs={"min_size": 1, "max_size": 4}))
+
+# Once per fleet (extra `smd-startup[alembic]`), as examples/kubernetes.yaml
+# deploys it (EXAMPLE_MIGRATIONS=upgrade): when the schema is behind, one
+# replica runs `alembic upgrade head` under a PostgreSQL session advisory lock
+# (SMD_FLEET_URL, by default SMD_DATABASE_URL); the others wait without
+# holding a connection, then check the database is at head. At head, nobody
+# takes the lock. Off by default: a laptop without the database's schema
+# history, or one that starts degraded without its database, keeps the
+# example to its two phases (a migration skipped behind a bypassed database
+# would keep the service degraded until a restart).
+if os.environ.get("EXAMPLE_MIGRATIONS") == "upgrade":
+    startup.add(
+        MigrationsPhase(
+            Path(__file__).resolve().parent / "migrations",
+            mode="upgrade",
+            requires=["database"],
+            timeout=60,
+        )
+    )
 
 
 async def _clear_cache(table: dict[str, Any]) -> None:
@@ -65,7 +86,9 @@ async def app_lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
 
 app = FastAPI(
     title="smd FastAPI example",
-    lifespan=smd_lifespan(startup, lifespan=app_lifespan),
+    # The app is the container's process: smd sets up its one log pipeline
+    # (JSON off a terminal; uvicorn's lines too). A library user leaves it out.
+    lifespan=smd_lifespan(startup, lifespan=app_lifespan, configure_logging=True),
 )
 app.include_router(health_router())  # /startupz /readyz /livez
 

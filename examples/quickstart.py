@@ -26,8 +26,8 @@ from typing import Any
 
 import anyio
 
-from phases import DatabasePhase
 from smd import Failure, FailureKind, PhaseContext, PhaseError, Startup
+from smd.phases import DatabasePhase
 
 startup = Startup("quickstart")
 
