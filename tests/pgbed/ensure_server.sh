@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Make sure the servers the test bed (and the quickstart's throwaway database)
 # start are installed: the PostgreSQL 15 server binaries (Debian package
-# postgresql-15), and for the other checks' and fleet tests redis-server and
-# pgbouncer. As root on Debian they are installed with apt-get (one update,
+# postgresql-15), for the other checks' and fleet tests redis-server and
+# pgbouncer, and chromium for the dashboard's browser test. As root on Debian they are installed with apt-get (one update,
 # one install); otherwise say exactly what is missing. The tests start their
 # own throwaway servers on free loopback ports; none is left running.
 set -euo pipefail
@@ -13,6 +13,8 @@ if ! { [ -x "$PGBIN/postgres" ] && [ -x "$PGBIN/initdb" ] && [ -x "$PGBIN/pg_ctl
 fi
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+# The dashboard is tested in a real headless browser (tests/test_dashboard.py).
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${missing[*]} (Debian packages)" >&2
     apt-get update -qq
