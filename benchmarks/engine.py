@@ -30,6 +30,11 @@ d. **Through the CLI.** The same 200-phase DAG run by a real ``smd run``
 c. **Planning.** Validating and ordering a random DAG of 10,000 phases:
    seconds and microseconds per phase.
 
+d. **Observers.** The same 2,000 no-op phases with the OpenTelemetry
+   observer on the API alone (no SDK: goal under 10 us per phase), on an SDK
+   with an in-memory exporter, and the Prometheus observer, each against the
+   same run without (``benchmarks/observability.py`` alone prints only this).
+
 Every run uses an in-memory history store, the strict bypass policy and a
 large startup budget. Figures are medians of ``--repeat`` repetitions.
 
@@ -56,6 +61,7 @@ import anyio
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import observability as observability_bench
 from _common import goal, machine, median, print_result, table
 from _dag import Graph, bare_dag, random_dag, sleeper, startup_of
 
@@ -460,6 +466,11 @@ def render(data: dict[str, Any]) -> str:
             f"c. planning {p['phases']} phases ({p['edges']} edges, {p['waves']} waves): "
             f"{p['plan_s']:.3f} s, {p['plan_us_per_phase']:.1f} us per phase "
             f"({p['repeat']} runs)",
+            "",
+            "d. what the observers cost (the same table as benchmarks/observability.py)",
+            observability_bench.render(
+                {"machine": data["machine"], "result": data["observers"]}
+            ).split("\n", 2)[2],
         ]
     )
 
@@ -470,6 +481,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     cli = measure_cli(args.seed, args.repeat, n_dag)
     overhead = await measure_overhead(max(args.repeat, 7), n_noop)
     planning = measure_planning(args.seed, max(args.repeat, 5), n_plan)
+    # Last: it switches smd's logs to warning for its own runs.
+    observers = await observability_bench.measure(n_noop, max(args.repeat, 7))
     return {
         "benchmark": "engine",
         "machine": machine(),
@@ -479,6 +492,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "cli": cli,
         "overhead": overhead,
         "planning": planning,
+        "observers": observers,
     }
 
 
