@@ -1,6 +1,6 @@
 """What the engine costs and what concurrency buys (issue 2 "Done when", issue 6 section 2).
 
-Three measurements in one run, each side by side with its baseline:
+Five measurements in one run, each side by side with its baseline:
 
 a. **Time to ready of a DAG.** A seeded random DAG of 200 phases, each
    sleeping 10-50 ms. smd's default (concurrent) mode should finish in the
@@ -30,7 +30,7 @@ d. **Through the CLI.** The same 200-phase DAG run by a real ``smd run``
 c. **Planning.** Validating and ordering a random DAG of 10,000 phases:
    seconds and microseconds per phase.
 
-d. **Observers.** The same 2,000 no-op phases with the OpenTelemetry
+e. **Observers.** The same 2,000 no-op phases with the OpenTelemetry
    observer on the API alone (no SDK: goal under 10 us per phase), on an SDK
    with an in-memory exporter, and the Prometheus observer, each against the
    same run without (``benchmarks/observability.py`` alone prints only this).
@@ -467,7 +467,7 @@ def render(data: dict[str, Any]) -> str:
             f"{p['plan_s']:.3f} s, {p['plan_us_per_phase']:.1f} us per phase "
             f"({p['repeat']} runs)",
             "",
-            "d. what the observers cost (the same table as benchmarks/observability.py)",
+            "e. what the observers cost (the same table as benchmarks/observability.py)",
             observability_bench.render(
                 {"machine": data["machine"], "result": data["observers"]}
             ).split("\n", 2)[2],
