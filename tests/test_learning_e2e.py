@@ -96,16 +96,16 @@ def test_learned_timeout_shrinks_with_healthy_runs_then_grows_after_a_slow_episo
     assert entry["timeout"]["source"] == "default"
     assert entry["timeout"]["seconds"] == NO_DATA_DEFAULT
 
-    # The graded warm-up: each of the next starts may only shorten the
-    # deadline from the no-data default as the few fast samples agree,
-    # never lengthen it.
-    previous = NO_DATA_DEFAULT
-    for _ in range(MIN_SAMPLES - 1):
-        warm = _run(tmp_path, dsn)["timeout"]
-        assert warm["seconds"] <= previous, warm
-        assert warm["seconds"] <= NO_DATA_DEFAULT
-        previous = warm["seconds"]
-    assert previous < NO_DATA_DEFAULT  # what the warm-up is for: no 8 slow starts
+    # The graded warm-up: the few fast samples may shorten the deadline from
+    # the no-data default, never lengthen it past that default. From one
+    # start to the next it is not monotone: the predictive quantile widens
+    # when real connection times disagree (a 10 ms and a 40 ms connect on a
+    # loaded machine), as it should; tests/test_timeouts.py pins the graded
+    # steps with an injected clock.
+    warm_up = [_run(tmp_path, dsn)["timeout"] for _ in range(MIN_SAMPLES - 1)]
+    for warm in warm_up:
+        assert warm["seconds"] <= NO_DATA_DEFAULT, warm
+    assert warm_up[-1]["seconds"] < NO_DATA_DEFAULT  # what it is for: no 8 slow starts
 
     healthy = _learned(tmp_path, dsn, target)
     assert healthy["ready"]["count"] == MIN_SAMPLES
