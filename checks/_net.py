@@ -23,6 +23,7 @@ import anyio.abc
 from anyio.streams.tls import TLSStream
 
 from smd import Failure, FailureKind
+from smd.checks._errnos import NAME_TRANSIENT, NAME_UNKNOWN, NETWORK_ERRNOS
 from smd.retry import ProbeResult
 
 __all__ = [
@@ -48,31 +49,7 @@ STREAM_ERRORS: tuple[type[Exception], ...] = (
     anyio.BrokenResourceError,
 )
 
-_NAME_UNKNOWN = frozenset(
-    getattr(socket, n)
-    for n in ("EAI_NONAME", "EAI_NODATA", "EAI_ADDRFAMILY", "EAI_SERVICE")
-    if hasattr(socket, n)
-)
-_NAME_TRANSIENT = frozenset(
-    getattr(socket, n) for n in ("EAI_AGAIN", "EAI_FAIL") if hasattr(socket, n)
-)
 _EAI_NAMES = {getattr(socket, n): n for n in dir(socket) if n.startswith("EAI_") and n != "EAI_MAX"}
-_NETWORK_ERRNOS = frozenset(
-    getattr(errno, n)
-    for n in (
-        "ECONNREFUSED",
-        "ECONNRESET",
-        "ECONNABORTED",
-        "EPIPE",
-        "EHOSTUNREACH",
-        "ENETUNREACH",
-        "ENETDOWN",
-        "EHOSTDOWN",
-        "EADDRNOTAVAIL",
-        "ENOTCONN",
-    )
-    if hasattr(errno, n)
-)
 
 
 def split_host_port(
@@ -231,9 +208,9 @@ def classify(exc: BaseException, *, target: str, stage: str = "connect") -> Fail
         )
     elif isinstance(root, socket.gaierror):
         code = _EAI_NAMES.get(root.errno)
-        if root.errno in _NAME_UNKNOWN:
+        if root.errno in NAME_UNKNOWN:
             kind, message = CONFIG, f"unknown host name ({target}): {root}"
-        elif root.errno in _NAME_TRANSIENT:
+        elif root.errno in NAME_TRANSIENT:
             kind, message = INFRA, f"name resolution temporarily failed ({target}): {root}"
         else:
             kind, message = FailureKind.UNKNOWN, f"name resolution failed ({target}): {root}"
@@ -253,7 +230,7 @@ def classify(exc: BaseException, *, target: str, stage: str = "connect") -> Fail
     elif isinstance(root, OSError):
         code = errno.errorcode.get(root.errno or 0)
         text = root.strerror or str(root) or type(root).__name__
-        if isinstance(root, ConnectionError) or root.errno in _NETWORK_ERRNOS:
+        if isinstance(root, ConnectionError) or root.errno in NETWORK_ERRNOS:
             kind, message = INFRA, f"network error {where} ({target}): {text}"
         elif root.errno in (errno.EACCES, errno.EPERM):
             kind, message = CONFIG, f"permission denied opening the connection ({target}): {text}"

@@ -15,6 +15,7 @@ import ssl
 from collections.abc import Iterable
 
 from smd import Failure, FailureKind
+from smd.checks._errnos import NAME_TRANSIENT, NAME_UNKNOWN, UNIX_SOCKET_ERRNOS
 from smd.checks._pg_options import PostgresConfigError, scrub
 
 __all__ = ["RedactedError", "classify", "server_answered"]
@@ -51,32 +52,6 @@ _CLASSES: dict[str, tuple[FailureKind, str]] = {
     "53": (_INFRA, "insufficient resources on the server"),
     "08": (_INFRA, "connection exception"),
 }
-
-_NETWORK_ERRNOS = frozenset(
-    getattr(errno, name)
-    for name in (
-        "ECONNREFUSED",
-        "ECONNRESET",
-        "ECONNABORTED",
-        "EPIPE",
-        "EHOSTUNREACH",
-        "ENETUNREACH",
-        "ENETDOWN",
-        "EHOSTDOWN",
-        "EADDRNOTAVAIL",
-        "ENOENT",  # Unix socket not created yet: the server is not up
-        "ENOTCONN",
-    )
-    if hasattr(errno, name)
-)
-_NAME_UNKNOWN = frozenset(
-    getattr(socket, name)
-    for name in ("EAI_NONAME", "EAI_NODATA", "EAI_ADDRFAMILY", "EAI_SERVICE")
-    if hasattr(socket, name)
-)
-_NAME_TRANSIENT = frozenset(
-    getattr(socket, name) for name in ("EAI_AGAIN", "EAI_FAIL") if hasattr(socket, name)
-)
 
 _HOT_STANDBY_OFF = "hot standby mode is disabled"
 
@@ -157,9 +132,9 @@ def _classify_postgres(exc: BaseException, target: str) -> tuple[FailureKind, st
 def _classify_os(exc: OSError, target: str) -> tuple[FailureKind, str]:
     text = str(exc) or type(exc).__name__
     if isinstance(exc, socket.gaierror):
-        if exc.errno in _NAME_UNKNOWN:
+        if exc.errno in NAME_UNKNOWN:
             return _CONFIG, f"unknown host name{_where(target)}: {text}"
-        if exc.errno in _NAME_TRANSIENT:
+        if exc.errno in NAME_TRANSIENT:
             return _INFRA, f"name resolution temporarily failed{_where(target)}: {text}"
         return FailureKind.UNKNOWN, f"name resolution failed{_where(target)}: {text}"
     if isinstance(exc, ssl.SSLError):
@@ -186,7 +161,7 @@ def _classify_os(exc: OSError, target: str) -> tuple[FailureKind, str]:
             # fork a backend (resource exhaustion): transient.
             return _INFRA, f"the server refused the TLS request{_where(target)}: {text}"
         return _INFRA, f"connection lost{_where(target)}: {text}"
-    if exc.errno in _NETWORK_ERRNOS:
+    if exc.errno in UNIX_SOCKET_ERRNOS:
         return _INFRA, f"network error{_where(target)}: {text}"
     if exc.errno in (errno.EACCES, errno.EPERM):
         return _CONFIG, f"permission denied opening the connection{_where(target)}: {text}"
