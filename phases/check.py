@@ -27,16 +27,11 @@ from typing import Any
 
 from smd import Phase, PhaseContext, PhaseError
 from smd.bypass import BypassPolicy
+from smd.phases._waiting import WaitLog, wait_budget
 from smd.retry import Backoff, Check, CheckResult, wait_ready
 from smd.timeouts import AdaptiveTimeout, TimeoutPolicy, attempt_split
 
 __all__ = ["CheckPhase"]
-
-# The phase runner cancels the phase at its deadline; stopping the attempt loop
-# a little earlier lets the phase report its own classified failure (refused
-# 57 times, last error LOADING...) instead of a bare cancellation.
-_MARGIN_FRACTION = 0.05
-_MARGIN_MAX = 0.25
 
 
 class CheckPhase:
@@ -98,36 +93,10 @@ class CheckPhase:
 
     async def run(self, ctx: PhaseContext) -> CheckResult:
         """Wait for the check inside the phase's deadline; raise ``PhaseError`` if not ready."""
-        remaining = ctx.remaining()
-        budget = max(0.0, remaining - min(_MARGIN_MAX, remaining * _MARGIN_FRACTION))
+        budget = wait_budget(ctx)
         per_attempt = self._attempt_seconds(ctx, budget)
-        target = self.check.target
-        log = ctx.log
-        log.info(
-            "smd.check.waiting",
-            target=target,
-            deadline=round(budget, 6),
-            attempt_timeout=round(min(per_attempt, budget), 6),
-        )
-        state = {"reported": 0.0}
-        interval = ctx.settings.progress_interval
-
-        def on_attempt(start: float, end: float, ok: bool, /, **detail: Any) -> None:
-            ctx.record_attempt(start, end, ok, **detail)
-            # The first failure is logged at once, then at most once per
-            # progress interval.
-            if not ok and (len(ctx.attempts) == 1 or end - state["reported"] >= interval):
-                state["reported"] = end
-                log.info(
-                    "smd.check.attempt_failed",
-                    target=target,
-                    attempt=len(ctx.attempts),
-                    kind=detail.get("kind"),
-                    code=detail.get("code"),
-                    error=detail.get("message"),
-                    left=round(max(0.0, ctx.remaining()), 3),
-                )
-
+        wait = WaitLog(ctx, "smd.check", target=self.check.target)
+        wait.waiting(budget, per_attempt)
         options: dict[str, Any] = {}
         if self.backoff is not None:
             options["backoff"] = self.backoff
@@ -135,21 +104,12 @@ class CheckPhase:
             self.check,
             deadline_seconds=budget,
             attempt_seconds=per_attempt,
-            on_attempt=on_attempt,
+            on_attempt=wait.on_attempt,
             history=ctx.history,
             clock=ctx.clock,
             **options,
         )
-        if not result.ok:
-            assert result.failure is not None
-            raise PhaseError(result.failure)
-        log.info(
-            "smd.check.ready",
-            target=result.target,
-            attempts=result.attempts,
-            time_to_ready=round(result.time_to_ready or 0.0, 6),
-        )
-        return result
+        return wait.finished(result)
 
     async def recover(self, ctx: PhaseContext) -> CheckResult:
         """One probe for the background recovery of a bypassed phase.

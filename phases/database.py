@@ -37,6 +37,7 @@ from smd.bypass import BypassPolicy
 from smd.checks.postgres import PostgresCheck, PostgresConfigError, PostgresOptions, probe
 from smd.phases._database_value import Database
 from smd.phases._settings import PROFILES, DatabaseSettings
+from smd.phases._waiting import WaitLog, wait_budget
 from smd.plugins import Plugin
 from smd.retry import Backoff, CheckResult
 from smd.timeouts import (
@@ -55,12 +56,6 @@ __all__ = ["Database", "DatabasePhase", "DatabaseSettings", "plugin"]
 #: What the database phase contributes to smd (entry point ``smd.plugins``:
 #: ``database``): the ``SMD_DATABASE_URL`` setting and the cloud profiles.
 plugin = Plugin("database", settings=(DatabaseSettings,), profiles=PROFILES)
-
-# The phase runner cancels the phase at its deadline; stopping the attempt loop
-# a little earlier lets the phase report its own classified failure (refused
-# 57 times, last error 57P03...) instead of a bare cancellation.
-_MARGIN_FRACTION = 0.05
-_MARGIN_MAX = 0.25
 
 
 def _later_attempt_seconds(decision: TimeoutDecision) -> float | None:
@@ -199,50 +194,18 @@ class DatabasePhase:
     async def run(self, ctx: PhaseContext) -> Database:
         """Wait for the database inside the phase's deadline; raise ``PhaseError`` if not."""
         options = self.resolve_options(ctx)
-        remaining = ctx.remaining()
-        budget = max(0.0, remaining - min(_MARGIN_MAX, remaining * _MARGIN_FRACTION))
+        budget = wait_budget(ctx)
         per_attempt = self._attempt_seconds(ctx, budget)
-        log = ctx.log
-        log.info(
-            "smd.database.waiting",
-            target=options.target_key(),
-            dsn=options.redacted(),
-            deadline=round(budget, 6),
-            attempt_timeout=round(min(per_attempt, budget), 6),
-        )
-        state = {"reported": 0.0}
-        interval = ctx.settings.progress_interval
-
-        def on_attempt(start: float, end: float, ok: bool, /, **detail: Any) -> None:
-            ctx.record_attempt(start, end, ok, **detail)
-            # The first failure is logged at once (a refused connection shows
-            # within milliseconds); then at most once per progress interval.
-            if not ok and (len(ctx.attempts) == 1 or end - state["reported"] >= interval):
-                state["reported"] = end
-                log.info(
-                    "smd.database.attempt_failed",
-                    attempt=len(ctx.attempts),
-                    kind=detail.get("kind"),
-                    code=detail.get("code"),
-                    error=detail.get("message"),
-                    left=round(max(0.0, ctx.remaining()), 3),
-                )
-
-        result = await PostgresCheck(options).wait_ready(
-            deadline_seconds=budget,
-            attempt_seconds=per_attempt,
-            on_attempt=on_attempt,
-            history=ctx.history,
-            backoff=self.backoff,
-        )
-        if not result.ok:
-            assert result.failure is not None
-            raise PhaseError(result.failure)
-        log.info(
-            "smd.database.ready",
-            target=result.target,
-            attempts=result.attempts,
-            time_to_ready=round(result.time_to_ready or 0.0, 6),
+        wait = WaitLog(ctx, "smd.database")
+        wait.waiting(budget, per_attempt, target=options.target_key(), dsn=options.redacted())
+        result = wait.finished(
+            await PostgresCheck(options).wait_ready(
+                deadline_seconds=budget,
+                attempt_seconds=per_attempt,
+                on_attempt=wait.on_attempt,
+                history=ctx.history,
+                backoff=self.backoff,
+            )
         )
         database = self._database(options, ctx, ctx.timeout, check=result)
         if self.pool:

@@ -63,6 +63,7 @@ from smd.phases._alembic import (
     upgrade_head,
 )
 from smd.phases._settings import DatabaseSettings
+from smd.phases._waiting import wait_budget
 from smd.plugins import Coordinator
 from smd.retry import Backoff, wait_ready
 from smd.secrets import register_secret
@@ -75,10 +76,6 @@ __all__ = ["MigrationState", "MigrationsPhase"]
 
 Mode = Literal["wait", "upgrade"]
 _MODES = ("wait", "upgrade")
-# Like DatabasePhase: stop a little before the runner's deadline so the
-# phase reports its own classified failure.
-_MARGIN_FRACTION = 0.05
-_MARGIN_MAX = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,10 +174,6 @@ class MigrationsPhase:
             return await self._upgrade(ctx, config, url, versions)
         return await self._wait(ctx, versions, upgraded=False)
 
-    def _budget(self, ctx: PhaseContext) -> float:
-        remaining = ctx.remaining()
-        return max(0.0, remaining - min(_MARGIN_MAX, remaining * _MARGIN_FRACTION))
-
     async def _wait(
         self,
         ctx: PhaseContext,
@@ -192,8 +185,8 @@ class MigrationsPhase:
     ) -> MigrationState:
         result = await wait_ready(
             versions,
-            deadline_seconds=self._budget(ctx),
-            attempt_seconds=min(5.0, max(0.5, self._budget(ctx) / 4)),
+            deadline_seconds=wait_budget(ctx),
+            attempt_seconds=min(5.0, max(0.5, wait_budget(ctx) / 4)),
             on_attempt=ctx.record_attempt,
             history=ctx.history,
             backoff=self.backoff or Backoff(initial=0.1, multiplier=2.0, cap=1.0),
@@ -221,8 +214,8 @@ class MigrationsPhase:
         # The fast path: a database at head needs no lock (and no connection of the fleet's).
         first = await wait_ready(
             versions,
-            deadline_seconds=self._budget(ctx),
-            attempt_seconds=min(5.0, max(0.5, self._budget(ctx) / 4)),
+            deadline_seconds=wait_budget(ctx),
+            attempt_seconds=min(5.0, max(0.5, wait_budget(ctx) / 4)),
             on_attempt=ctx.record_attempt,
             retry=lambda f: f.kind.may_heal and f.code != "behind",
         )
@@ -241,7 +234,7 @@ class MigrationsPhase:
         async def work() -> None:
             # Under the lock: the replica before us may have migrated already.
             try:
-                current = await versions.read(max(0.5, self._budget(ctx)))
+                current = await versions.read(max(0.5, wait_budget(ctx)))
             except Exception as exc:
                 opts = versions.options
                 failure = classify(exc, target=opts.target_key(), secrets=opts.secrets())
