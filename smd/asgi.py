@@ -1,4 +1,4 @@
-"""smd inside an ASGI app: a lifespan for FastAPI / Starlette, and health endpoints.
+"""smd inside an ASGI app: a lifespan, health endpoints, the phases' values for routes.
 
 ::
 
@@ -15,14 +15,21 @@
 
 The lifespan runs the startup before the server takes traffic, publishes the
 values phases returned in the lifespan state (``request.state.<phase>``) and
-on ``app.state``, keeps probing bypassed dependencies in the background, and
+on ``app.state``, keeps probing bypassed dependencies in the background (a
+recovered value reaches ``app.state`` and the requests that arrive after it;
+:func:`phase_value` reads the run itself, so it is always current), and
 at shutdown tears down in reverse: the app's own lifespan first, then the
 phases. A failed startup raises, so the server (uvicorn) exits non-zero, with
 the STARTUP FAILED summary logged as ``smd.startup.failed`` and printed on
 stderr. SIGTERM / SIGINT while the phases run cancels them, tears down what
 started, and lets the server exit.
 
-Nothing here imports Starlette or FastAPI at import time (``health_router``
+:func:`smd_lifespan` plugs into a framework's ``lifespan=`` (FastAPI,
+Starlette, Litestar's ``lifespan=[...]``); :func:`with_lifespan` wraps any
+other ASGI app (Django, Quart) to drive it, serve health and fill
+``scope["state"]``.
+
+Nothing here imports a web framework at import time (``health_router``
 imports FastAPI when called).
 """
 
@@ -36,6 +43,8 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from smd import _logging, prometheus
+from smd._asgi_state import RUN_STATE_KEY, catch_up, live_state, phase_value
+from smd._asgi_wrap import with_lifespan
 from smd._health import (
     CHECKS,
     HEALTH_STATE_KEY,
@@ -56,7 +65,7 @@ from smd._signals import Interruption, catch_signals
 from smd._startup import Startup
 from smd._store import HistoryStore
 from smd._systemd import SystemdNotifier
-from smd.events import Event, Observer, ReadinessChanged
+from smd.events import Observer
 from smd.exceptions import StartupFailed, StartupInterrupted
 
 if TYPE_CHECKING:
@@ -67,7 +76,9 @@ __all__ = [
     "StartupInterrupted",
     "health_app",
     "health_router",
+    "phase_value",
     "smd_lifespan",
+    "with_lifespan",
 ]
 
 #: An app's own lifespan: ``lifespan(app)`` returning an async context manager
@@ -126,9 +137,12 @@ def smd_lifespan(
 
     The lifespan state (``request.state`` in every request, and ``app.state``)
     holds ``state_key`` (``"smd"``: the :class:`~smd.StartupRun`, with
-    ``.report`` and ``.values``), ``readiness`` (the readiness state machine
+    ``.report`` and ``.values``; also under ``"smd.run"``, where
+    :func:`phase_value` finds it), ``readiness`` (the readiness state machine
     the health endpoints read) and, under each phase's name, the value that
-    phase returned (phases that did not end ``ok`` are absent). The app's own
+    phase returned (phases that did not end ``ok`` are absent until they
+    recover: a recovered value is added to the state, so requests that arrive
+    afterwards see it, and to ``app.state``). The app's own
     ``lifespan`` runs inside, after the phases and before the teardown; what
     it yields is merged into the state.
 
@@ -158,7 +172,7 @@ def smd_lifespan(
         )
     startup.plan()  # an invalid plan fails at import, naming the culprit
     app_lifespan = _as_factory(lifespan)
-    for reserved in ("readiness", HEALTH_STATE_KEY):
+    for reserved in ("readiness", HEALTH_STATE_KEY, RUN_STATE_KEY):
         if state_key == reserved:
             raise ValueError(f"state_key {state_key!r} is reserved")
 
@@ -185,17 +199,12 @@ def smd_lifespan(
         if not notifier.enabled:
             service.remove(notifier)
 
-        def keep_app_state_current(event: Event) -> None:
-            # A recovered phase may publish its value late (never over smd's own keys).
-            if isinstance(event, ReadinessChanged):
-                _publish(app, {k: v for k, v in run.values.items() if k not in smd_state})
-
         run = StartupRun(
             startup,
             settings=cfg,
             store=history,
             log=log,
-            observers=[*run_options.pop("observers", ()), keep_app_state_current, *service],
+            observers=[*run_options.pop("observers", ()), *service],
             **run_options,
         )
         # Published before the phases run: whatever reads app.state (a health
@@ -205,6 +214,7 @@ def smd_lifespan(
             state_key: run,
             "readiness": run.readiness,
             HEALTH_STATE_KEY: HealthBinding(run.readiness, degraded_ready),
+            RUN_STATE_KEY: run,
         }
         _publish(app, smd_state)
         interruption = Interruption()
@@ -222,15 +232,26 @@ def smd_lifespan(
                         )
                     state.update(smd_state)
                     _publish(app, state)
+
+                    def refresh() -> Mapping[str, Any]:
+                        # A phase that recovered in the background: its value goes
+                        # into the yielded dict and app.state before the next
+                        # request reads them (never over a key already there).
+                        late = catch_up(state, run)
+                        if late:
+                            _publish(app, late)
+                        return state
+
                     try:
-                        if app_lifespan is None:
-                            yield state
-                        else:
-                            async with app_lifespan(app) as own:
-                                if own:
-                                    state.update(own)
-                                    _publish(app, own)
+                        with live_state(app, refresh):
+                            if app_lifespan is None:
                                 yield state
+                            else:
+                                async with app_lifespan(app) as own:
+                                    if own:
+                                        state.update(own)
+                                        _publish(app, own)
+                                    yield state
                     finally:
                         notifier.stopping()  # before teardown: systemd shows "stopping"
             except StartupFailed as exc:

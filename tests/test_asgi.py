@@ -39,7 +39,13 @@ from smd import (
     run_startup,
 )
 from smd._health import evaluate
-from smd.asgi import StartupInterrupted, health_app, health_router, smd_lifespan
+from smd.asgi import (
+    StartupInterrupted,
+    health_app,
+    health_router,
+    phase_value,
+    smd_lifespan,
+)
 from smd.bypass import PermissivePolicy, StrictPolicy
 from smd.events import Event, PhaseStarted, ReadinessChanged
 from smd.history import MemoryHistoryStore
@@ -410,6 +416,96 @@ async def test_degraded_then_recovered_in_the_background() -> None:
         assert healed["phases"]["cache"]["outcome"] == "bypassed"
         assert probes == [1, 2]
         assert state["readiness"].state.value == "ready"
+
+
+class Cache:
+    """What the ``cache`` phase's recovery probe returns: a client, typed."""
+
+    def __init__(self, probes: int) -> None:
+        self.probes = probes
+
+
+async def test_recovered_value_reaches_new_requests_and_the_accessor() -> None:
+    probes: list[int] = []
+    go = anyio.Event()
+
+    async def recover(ctx: PhaseContext) -> Cache:
+        probes.append(len(probes) + 1)
+        await go.wait()  # the test says when the dependency answers
+        return Cache(len(probes))
+
+    startup = Startup("heals-with-a-value", bypass=PermissivePolicy())
+
+    @startup.phase(recovery=recover)
+    async def cache(ctx: PhaseContext) -> Cache:
+        raise infra_error("cache refused")
+
+    @startup.phase()
+    async def config(ctx: PhaseContext) -> str:
+        return "conf"
+
+    healed = anyio.Event()
+
+    def on_change(event: Event) -> None:
+        if isinstance(event, ReadinessChanged) and event.snapshot.state.value == "ready":
+            healed.set()
+
+    async def look(request: StarletteRequest) -> JSONResponse:
+        try:
+            got: Cache | None = phase_value(request, "cache", Cache)
+        except LookupError as exc:
+            got, error = None, str(exc)
+        else:
+            error = ""
+        return JSONResponse(
+            {
+                "state": getattr(request.state, "cache", None) is not None,
+                "app_state": getattr(request.app.state, "cache", None) is not None,
+                "accessor": got.probes if got is not None else None,
+                "default": phase_value(request.scope, "cache", default="none") == "none",
+                "error": error,
+            }
+        )
+
+    app = Starlette(
+        routes=[Route("/look", look), Mount("/", app=health_app())],
+        lifespan=lifespan_for(startup, observers=[on_change]),
+    )
+    async with served(app) as (client, state):
+        before = (await client.get("/look")).json()
+        assert before == {
+            "state": False,
+            "app_state": False,
+            "accessor": None,
+            "default": True,
+            "error": "phase 'cache' has no value: it ended bypassed and has not recovered "
+            "[cache: infrastructure failure bypassed: permissive mode: startup continues "
+            "degraded (infrastructure failure in phase 'cache')]; the startup is degraded",
+        }
+        go.set()
+        with anyio.fail_after(30):  # 30 s means "never": the probe answers at once
+            await healed.wait()
+        after = (await client.get("/look")).json()
+        assert after == {
+            "state": True,  # a request that arrived after the recovery
+            "app_state": True,
+            "accessor": 1,
+            "default": False,
+            "error": "",
+        }
+        assert isinstance(state["smd"].values["cache"], Cache)
+        assert state["smd"] is state["smd.run"]  # smd's own keys are left alone
+        # The typed accessor checks what it hands out.
+        scope = {"type": "http", "state": dict(state)}
+        with pytest.raises(TypeError, match="phase 'config' returned a str, not a Cache"):
+            phase_value(scope, "config", Cache)
+        assert phase_value(scope, "config", str) == "conf"
+        with pytest.raises(LookupError, match="has no phase 'cahce'; its phases: cache, config"):
+            phase_value(scope, "cahce", default=None)
+        with pytest.raises(LookupError, match="no smd run serves this request"):
+            phase_value({"type": "http"}, "cache")
+        with pytest.raises(TypeError, match="needs an ASGI scope or a request"):
+            phase_value(object(), "cache")
 
 
 async def test_failed_startup_raises_with_summary_and_rolls_back(

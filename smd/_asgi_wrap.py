@@ -1,0 +1,188 @@
+""":func:`with_lifespan`: the smd lifespan, health endpoints and state around any ASGI app.
+
+For an app whose framework has no ``lifespan=`` of its own (Django's ASGI
+handler refuses the lifespan protocol; Quart has only its serving hooks), the
+wrapper answers the server's ``lifespan`` scope itself by running the smd
+lifespan, serves ``/startupz`` ``/readyz`` ``/livez`` (the same
+:func:`~smd.asgi.health_app` as everywhere), and hands every HTTP and
+WebSocket request to the app with ``scope["state"]`` holding the live
+lifespan state, so :func:`~smd.asgi.phase_value` (and ``request.state``
+where the framework has one) sees the phases' values.
+
+The app's own lifespan, when it speaks the protocol (Quart's
+``before_serving`` / ``while_serving`` hooks, a Starlette app), runs inside:
+after the phases, and shut down before their teardown. An app that refuses
+the lifespan scope (it raises or returns without answering, as Django's
+does) is taken as not supporting it, as uvicorn's ``--lifespan auto`` does.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+import anyio
+
+from smd._asgi_state import RUN_STATE_KEY, catch_up
+from smd._health import CHECKS, ASGIApp, Receive, Scope, Send, _route_path, health_app
+from smd.exceptions import StartupFailed, StartupInterrupted
+
+__all__ = ["with_lifespan"]
+
+InnerLifespan = Literal["auto", "on", "off"]
+
+
+class LifespanRefused(Exception):
+    """The wrapped app's own lifespan did not start (it answered ``startup.failed``)."""
+
+
+@asynccontextmanager
+async def _inner_lifespan(
+    app: ASGIApp, state: dict[str, Any], mode: InnerLifespan
+) -> AsyncIterator[None]:
+    """Drive ``app``'s own lifespan protocol as an async context manager."""
+    if mode == "off":
+        yield
+        return
+    # Four messages at most travel each way (startup, shutdown and their answers).
+    to_app, app_receives = anyio.create_memory_object_stream[dict[str, Any]](4)
+    app_sends, from_app = anyio.create_memory_object_stream[dict[str, Any]](4)
+    errors: list[Exception] = []
+
+    async def run() -> None:
+        scope = {
+            "type": "lifespan",
+            "asgi": {"version": "3.0", "spec_version": "2.0"},
+            "state": state,
+        }
+        async with app_sends:
+            try:
+                await app(scope, app_receives.receive, app_sends.send)
+            except Exception as exc:  # the app's way of saying "not supported", or a bug
+                errors.append(exc)
+
+    async def answer() -> dict[str, Any] | None:
+        try:
+            return await from_app.receive()
+        except anyio.EndOfStream:  # the app returned (or raised) without answering
+            return None
+
+    async with to_app, app_receives, from_app, anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        await to_app.send({"type": "lifespan.startup"})
+        got = await answer()
+        if got is None:
+            if mode == "on":
+                raise LifespanRefused(
+                    "the app did not answer the lifespan startup"
+                    + (f": {errors[0]!r}" if errors else "")
+                )
+            yield  # "auto": the app has no lifespan; serve it as it is
+            return
+        if got["type"] != "lifespan.startup.complete":
+            raise LifespanRefused(f"the app's own lifespan failed: {got.get('message', '')}")
+        try:
+            yield
+        finally:
+            await to_app.send({"type": "lifespan.shutdown"})
+            got = await answer()
+            if got is not None and got["type"] != "lifespan.shutdown.complete":
+                raise LifespanRefused(f"the app's own shutdown failed: {got.get('message', '')}")
+
+
+def with_lifespan(
+    app: ASGIApp,
+    *,
+    lifespan: Any,
+    health: bool = True,
+    health_prefix: str = "",
+    inner_lifespan: InnerLifespan = "auto",
+) -> ASGIApp:
+    """``app`` served with ``lifespan`` (e.g. ``smd_lifespan(startup)``), health and state.
+
+    ::
+
+        from django.core.asgi import get_asgi_application
+        from smd.asgi import smd_lifespan, with_lifespan
+
+        application = with_lifespan(get_asgi_application(), lifespan=smd_lifespan(startup))
+
+    ``lifespan``: ``lifespan(app)`` returning an async context manager that
+    may yield a state mapping (what :func:`~smd.asgi.smd_lifespan` returns).
+    ``health``: serve ``{health_prefix}/startupz``, ``/readyz`` and ``/livez``
+    before the app sees the request (other paths all go to the app).
+    ``inner_lifespan``: whether the app's own lifespan protocol runs inside:
+    ``"auto"`` (default) when it answers, ``"on"`` (an app that does not
+    answer fails the startup), ``"off"``.
+
+    A failed startup answers the server ``lifespan.startup.failed`` with one
+    line (smd's summary is already on stderr), so uvicorn exits non-zero
+    without a traceback.
+    """
+    if not callable(lifespan):
+        raise TypeError(f"with_lifespan needs lifespan=smd_lifespan(startup), got {lifespan!r}")
+    if inner_lifespan not in ("auto", "on", "off"):
+        raise ValueError(f"inner_lifespan must be 'auto', 'on' or 'off', got {inner_lifespan!r}")
+    prefix = "/" + health_prefix.strip("/") if health_prefix.strip("/") else ""
+    health_paths = {f"{prefix}/{check}": check for check in CHECKS}
+    endpoints = health_app()
+    # The live lifespan state: what the lifespan yielded, plus the values of
+    # phases that recovered since (caught up before each request).
+    live: dict[str, Any] = {}
+
+    async def serve_lifespan(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()  # lifespan.startup
+        started = False
+        try:
+            async with lifespan(app) as own:
+                state = own if isinstance(own, dict) else dict(own or {})
+                live.clear()
+                live.update(state)
+                async with _inner_lifespan(app, state, inner_lifespan):
+                    live.update(state)  # what the app's own lifespan added
+                    server_state = scope.get("state")
+                    if isinstance(server_state, dict):  # the server's copy, for others
+                        server_state.update(state)
+                    await send({"type": "lifespan.startup.complete"})
+                    started = True
+                    await receive()  # lifespan.shutdown
+        except (StartupFailed, StartupInterrupted) as exc:
+            # The summary is on stderr already: one line, no traceback.
+            await send(
+                {
+                    "type": "lifespan.startup.failed",
+                    "message": f"smd: startup {exc.report.startup!r} did not start "
+                    f"(exit code {exc.report.exit_code()}); see the summary above",
+                }
+            )
+            return
+        except Exception as exc:
+            kind = "shutdown" if started else "startup"
+            text = str(exc) if isinstance(exc, LifespanRefused) else traceback.format_exc()
+            await send({"type": f"lifespan.{kind}.failed", "message": text})
+            return
+        finally:
+            live.clear()
+        await send({"type": "lifespan.shutdown.complete"})
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope.get("type")
+        if kind == "lifespan":
+            await serve_lifespan(scope, receive, send)
+            return
+        if kind in ("http", "websocket"):
+            run = live.get(RUN_STATE_KEY)
+            if run is not None:
+                catch_up(live, run)  # a phase that recovered since the last request
+            given = scope.get("state")
+            state = {**(given if isinstance(given, Mapping) else {}), **live}
+            scope = {**scope, "state": state}
+            check = health_paths.get(_route_path(scope)) if health and kind == "http" else None
+            if check is not None:
+                await endpoints({**scope, "path": f"/{check}", "root_path": ""}, receive, send)
+                return
+        await app(scope, receive, send)
+
+    return wrapped
