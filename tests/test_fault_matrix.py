@@ -487,16 +487,25 @@ def test_dns_faults_never_left_the_machine(bed: Bed, runs: dict[str, Run]) -> No
             assert server.queries > 0, f"{key}: the fake DNS server saw no query"
 
 
-README = ROOT / "README.md"
-START, END = "<!-- faults:start -->", "<!-- faults:end -->"
+FAULTS_PAGE = ROOT / "docs" / "reference" / "faults.md"
+MARKER = "<!-- smd:fault-matrix -->"
 
 
-def test_readme_fault_matrix_is_generated_from_tests_faults() -> None:
-    text = README.read_text(encoding="utf-8")
-    assert START in text, f"README.md lost its {START} marker"
-    assert END in text, f"README.md lost its {END} marker"
-    inside = text.split(START, 1)[1].split(END, 1)[0]
-    assert inside.strip() == render_fault_matrix_markdown().strip(), (
-        "README's fault matrix is stale: paste render_fault_matrix_markdown() "
-        "from tests/faults.py between the markers"
+def test_docs_fault_matrix_is_generated_from_tests_faults() -> None:
+    """The docs' fault matrix page is the table tests/faults.py renders from these cases."""
+    import importlib.util
+
+    assert MARKER in FAULTS_PAGE.read_text(encoding="utf-8").splitlines(), (
+        f"docs/reference/faults.md lost its {MARKER} marker"
     )
+    spec = importlib.util.spec_from_file_location(
+        "smd_docs_hooks_faults", ROOT / "docs" / "_hooks.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    shown = hooks.render_fault_matrix()
+    assert shown.strip() == render_fault_matrix_markdown().strip()
+    for f in FAULTS:
+        assert f"| {f.title} |" in shown, f"fault {f.key} missing from the docs' fault matrix"

@@ -1,4 +1,4 @@
-"""The bypass matrix: every cell, every condition on both sides, overrides, force, README."""
+"""The bypass matrix: every cell, every condition on both sides, overrides, force, docs."""
 
 from __future__ import annotations
 
@@ -792,10 +792,10 @@ def test_table_lists_every_cell() -> None:
 
 
 def render_matrix_markdown(bypass: BypassSettings | None = None) -> str:
-    """The README's matrix: environment x failure-kind cells and the conditions' defaults.
+    """The documented matrix: environment x failure-kind cells and the conditions' defaults.
 
     Built from the public matrix API; with no argument, the built-in defaults
-    (environment variables are not read), so it can be compared to the README.
+    (environment variables are not read), so it can be compared to the docs.
     """
     bypass = bypass if bypass is not None else BypassSettings()
     matrix = BypassMatrix()
@@ -853,14 +853,50 @@ def test_rendered_table_reflects_settings() -> None:
     assert default.endswith("\n")
 
 
-def test_readme_table_matches_the_code() -> None:
-    readme = Path(__file__).resolve().parents[1] / "README.md"
-    start, end = "<!-- matrix:start -->", "<!-- matrix:end -->"
-    text = readme.read_text(encoding="utf-8")
-    assert start in text, f"README.md lost its {start} marker"
-    assert end in text, f"README.md lost its {end} marker"
-    block = text.split(start, 1)[1].split(end, 1)[0]
-    assert block.strip() == render_matrix_markdown().strip(), (
-        "README matrix is stale: paste tests/test_matrix.py's render_matrix_markdown() "
-        "between the markers"
+def _docs_hooks() -> Any:
+    """docs/_hooks.py, which generates the docs' bypass tables at build time."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "_hooks.py"
+    spec = importlib.util.spec_from_file_location("smd_docs_hooks_matrix", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _table_rows(markdown: str) -> list[list[str]]:
+    """Each table row's cells, code spans unquoted (the docs quote names, this file does not)."""
+    return [
+        [cell.strip().replace("`", "") for cell in line.strip().strip("|").split("|")]
+        for line in markdown.splitlines()
+        if line.startswith("|") and not line.startswith("|---")
+    ]
+
+
+def test_docs_table_matches_the_code() -> None:
+    """The docs' bypass page shows the matrix and the conditions' defaults asserted here.
+
+    The page (docs/concepts/bypass.md) asks for both tables by marker; the build
+    fills them in from the code. They must say what this file's rendering of the
+    public matrix API says: every cell, and each condition with its default.
+    """
+    page = (Path(__file__).resolve().parents[1] / "docs" / "concepts" / "bypass.md").read_text(
+        encoding="utf-8"
     )
+    for marker in ("<!-- smd:bypass-matrix -->", "<!-- smd:bypass-conditions -->"):
+        assert marker in page.splitlines(), f"docs/concepts/bypass.md lost its {marker} marker"
+    hooks = _docs_hooks()
+    expected_matrix, expected_conditions = render_matrix_markdown().split(
+        "A `conditional` cell continues only when every condition holds:", 1
+    )
+    assert _table_rows(hooks.render_bypass_matrix()) == _table_rows(expected_matrix)
+    shown = _table_rows(hooks.render_bypass_conditions())
+    expected = _table_rows(expected_conditions)
+    # The conditions' names and defaults; the prose between them is the page's own.
+    assert [(row[0], row[-1]) for row in shown] == [(row[0], row[-1]) for row in expected]
+    success = next(row for row in shown if row[0] == "success_rate")
+    z = NormalDist().inv_cdf(DEFAULT_CONFIDENCE)
+    assert f"z = {z:.4f}" in success[1]
+    assert f"{DEFAULT_CONFIDENCE:.0%}" in success[1]
