@@ -26,5 +26,5 @@ def run_migrations_online() -> None:
 
 
 if context.is_offline_mode():
-    raise SystemExit("the example's migrations run online only (MigrationsPhase)")
+    raise SystemExit("these migrations run online only (MigrationsPhase or alembic upgrade)")
 run_migrations_online()
