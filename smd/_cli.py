@@ -108,7 +108,39 @@ def _parser() -> _Parser:
         metavar="FILE",
         help="write the dashboard to FILE instead: one self-contained HTML page (0600)",
     )
+    _history_commands(hist)
     return p
+
+
+def _history_commands(hist: argparse.ArgumentParser) -> None:
+    """``smd history export|import|replay``; without one, ``smd history`` shows the view."""
+    hsub = hist.add_subparsers(
+        dest="history_command", parser_class=_Parser, metavar="{export,import,replay}"
+    )
+    # Distinct dests: a subcommand's defaults would overwrite the view's
+    # options given before it (`smd history --env staging replay`).
+    env_help = "environment whose settings name the store and bound the deadlines"
+    export = hsub.add_parser(
+        "export",
+        help="write every target's history to FILE (versioned JSON, no secrets; - for stdout)",
+    )
+    export.add_argument("file", metavar="FILE", help="where to write (0600); - for stdout")
+    export.add_argument("--env", dest="sub_env", help=env_help)
+    imp = hsub.add_parser(
+        "import",
+        help="merge an export into this store (by target; present samples are skipped)",
+    )
+    imp.add_argument(
+        "file", metavar="FILE", help="a file written by 'smd history export'; - for stdin"
+    )
+    imp.add_argument("--env", dest="sub_env", help=env_help)
+    rep = hsub.add_parser(
+        "replay",
+        help="replay recorded starts through the current policy and fixed 600/30/5 s, RFC 6298",
+    )
+    rep.add_argument("--target", action="append", metavar="T", help="only this target (repeatable)")
+    rep.add_argument("--env", dest="sub_env", help=env_help)
+    rep.add_argument("--format", dest="sub_format", choices=["text", "json"], help=_FORMAT_HELP)
 
 
 def _err(message: str) -> None:
@@ -196,6 +228,8 @@ def _cmd_history(args: argparse.Namespace) -> int:
     from smd._history_view import render_text, summarize
     from smd._open_store import open_store
 
+    if args.history_command is not None:
+        return _cmd_history_transfer(args)
     html_path = None
     if args.html is not None:
         from smd._cli_run import check_output_path
@@ -217,6 +251,51 @@ def _cmd_history(args: argparse.Namespace) -> int:
         print(json.dumps([s.to_dict() for s in summaries], indent=2))
     else:
         print(redact(render_text(summaries)))
+    return 0
+
+
+def _cmd_history_transfer(args: argparse.Namespace) -> int:
+    """``smd history export|import|replay`` (the logic is in smd._history_transfer, smd._replay)."""
+    from smd import _history_transfer as transfer
+    from smd.exceptions import StoreUnavailable
+
+    if args.html is not None:
+        raise UsageError(
+            f"--html shows the dashboard; it does not go with '{args.history_command}'"
+        )
+    if args.history_command == "export" and args.file != "-":
+        from smd._cli_run import check_output_path
+
+        check_output_path("FILE", args.file)
+    records = transfer.read_export(args.file) if args.history_command == "import" else ()
+    settings = _settings(args.sub_env or args.env)
+    _configure_logs(settings)
+    try:
+        store = transfer.open_history(settings, readonly=args.history_command != "import")
+        where = transfer.describe_store(store)
+        if args.history_command == "export":
+            doc = transfer.export_document(store)
+            transfer.write_export(args.file, doc)
+            n, k = len(doc["targets"]), sum(len(t["samples"]) for t in doc["targets"])
+            print(
+                f"smd: exported {n} target{'' if n == 1 else 's'} ({k} samples) from {where}"
+                + ("" if args.file == "-" else f" to {args.file}"),
+                file=sys.stderr if args.file == "-" else sys.stdout,
+            )
+        elif args.history_command == "import":
+            result = transfer.import_records(store, records)
+            print(redact(transfer.render_import(result, args.file, where)))
+        else:
+            from smd._replay import render_replay, replay_store
+
+            replays = replay_store(store, settings, targets=args.target)
+            if (args.sub_format or args.format) == "json":
+                print(json.dumps([r.to_dict() for r in replays], indent=2))
+            else:
+                print(redact(render_replay(replays)))
+    except StoreUnavailable as exc:
+        _err(f"history {args.history_command}: {exc}")
+        return EXIT_CODES["infrastructure"]
     return 0
 
 
