@@ -12,14 +12,12 @@ fatal.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from smd import FailureKind
 from smd.checks._pg_fleet import qualified
 from smd.history import TargetInfo
-from smd.timeouts import Sample, Series
+from smd.timeouts import Sample
 
 if TYPE_CHECKING:
     import asyncpg
@@ -28,8 +26,6 @@ __all__ = [
     "policy_of",
     "read_samples",
     "read_targets",
-    "sample_of",
-    "storable",
     "target_info",
     "write_samples",
 ]
@@ -89,28 +85,6 @@ async def write_samples(
         [json.dumps(dict(meta[k].policy), default=str) for k in known],
         bound,
     )
-
-
-def storable(sample: Sample) -> bool:
-    """Whether a sample can be stored (finite times; a duration, if any, >= 0)."""
-    if not math.isfinite(sample.at):
-        return False
-    return sample.seconds is None or (math.isfinite(sample.seconds) and sample.seconds >= 0)
-
-
-def sample_of(row: Any) -> Sample | None:
-    """A stored row as a Sample, or None for a row this version cannot read."""
-    try:
-        seconds = row["seconds"]
-        return Sample(
-            series=Series(str(row["series"])),
-            at=float(row["at"]),
-            seconds=None if seconds is None else float(seconds),
-            censored=bool(row["censored"]),
-            kind=FailureKind(str(row["kind"])) if row["kind"] else None,
-        )
-    except (TypeError, ValueError):
-        return None  # a series or kind added by a newer smd: skip the row, keep the rest
 
 
 def target_info(row: Any) -> TargetInfo:

@@ -67,6 +67,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from pydantic import SecretStr
 
+from smd._store import sample_from_row, storable_batches, with_memory  # TODO(lead): via smd.history
 from smd.checks._pg_classify import classify
 from smd.checks._pg_fleet import (
     SCHEMA_VERSION,
@@ -82,8 +83,6 @@ from smd.checks._pg_fleet import (
 from smd.checks._pg_history_sql import (
     read_samples,
     read_targets,
-    sample_of,
-    storable,
     target_info,
     write_samples,
 )
@@ -189,18 +188,14 @@ class PostgresHistoryStore:
         if not names:
             return {}
         rows = self._call(lambda c: self._read(c, names), self.read_budget, "read")
-        memory = self._memory.load_many(names)
         found: dict[str, list[Sample]] = {}
         for row in rows:
-            sample = sample_of(row)
+            sample = sample_from_row(
+                row["series"], row["at"], row["seconds"], row["censored"], row["kind"]
+            )
             if sample is not None:
                 found.setdefault(str(row["target"]), []).append(sample)
-        return {
-            t: TimingHistory(
-                [*found.get(t, ()), *memory[t].all_samples()], bound=self.bound, clock=clock
-            )
-            for t in names
-        }
+        return with_memory(names, found, self._memory, bound=self.bound, clock=clock)
 
     def append_many(
         self,
@@ -208,9 +203,7 @@ class PostgresHistoryStore:
         info: Mapping[str, TargetInfo] | None = None,
     ) -> None:
         """Add samples of several targets in one transaction (within the write budget)."""
-        rows = {t: [s for s in samples if storable(s)] for t, samples in batches.items()}
-        rows = {t: r for t, r in sorted(rows.items()) if r}
-        meta = {t: i for t, i in (info or {}).items() if t in rows}
+        rows, meta = storable_batches(batches, info)
         if not rows:
             return
         if self.readonly:

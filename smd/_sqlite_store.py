@@ -41,8 +41,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from smd._failures import FailureKind
-from smd._samples import DEFAULT_BOUND, Sample, Series, TimingHistory
+from smd._samples import DEFAULT_BOUND, Sample, TimingHistory
 from smd._sqlite_file import (
     connect,
     not_a_regular_file,
@@ -50,7 +49,14 @@ from smd._sqlite_file import (
     set_wal,
 )
 from smd._sqlite_guard import GuardedFile, _Damaged, _NotRegular, _Unsupported
-from smd._store import MemoryHistoryStore, StoreConveniences, TargetInfo
+from smd._store import (
+    MemoryHistoryStore,
+    StoreConveniences,
+    TargetInfo,
+    sample_from_row,
+    storable_batches,
+    with_memory,
+)
 
 if TYPE_CHECKING:
     from smd.clock import Clock
@@ -102,32 +108,6 @@ ON CONFLICT (target) DO UPDATE SET startup = excluded.startup,
     dependency = excluded.dependency, environment = excluded.environment,
     phase = excluded.phase, policy = excluded.policy
 """
-
-
-def _row_to_sample(row: tuple[Any, ...]) -> Sample | None:
-    """A stored row as a Sample, or None for a row this version cannot read."""
-    series, at, seconds, censored, kind = row
-    try:
-        at_f = float(at)
-        sec = None if seconds is None else float(seconds)
-        if not math.isfinite(at_f) or (sec is not None and (not math.isfinite(sec) or sec < 0)):
-            return None
-        return Sample(
-            series=Series(str(series)),
-            at=at_f,
-            seconds=sec,
-            censored=bool(censored),
-            kind=FailureKind(str(kind)) if kind else None,
-        )
-    except (TypeError, ValueError):
-        # A series or kind added by a newer smd: skip the row, keep the rest.
-        return None
-
-
-def _storable(sample: Sample) -> bool:
-    if not math.isfinite(sample.at):
-        return False
-    return sample.seconds is None or (math.isfinite(sample.seconds) and sample.seconds >= 0)
 
 
 def _policy(text: object) -> dict[str, object]:
@@ -195,13 +175,7 @@ class SQLiteHistoryStore(StoreConveniences, GuardedFile):
         with self._lock:
             empty: dict[str, list[Sample]] = {}
             found = self._guard(lambda: self._read(names), default=empty, read=True)
-            memory = self._memory.load_many(names)
-        return {
-            t: TimingHistory(
-                [*found.get(t, ()), *memory[t].all_samples()], bound=self.bound, clock=clock
-            )
-            for t in names
-        }
+            return with_memory(names, found, self._memory, bound=self.bound, clock=clock)
 
     def append_many(
         self,
@@ -209,9 +183,7 @@ class SQLiteHistoryStore(StoreConveniences, GuardedFile):
         info: Mapping[str, TargetInfo] | None = None,
     ) -> None:
         """Persist samples of several targets in one transaction (one startup's worth)."""
-        rows = {t: [s for s in samples if _storable(s)] for t, samples in batches.items()}
-        rows = {t: r for t, r in rows.items() if r}
-        meta = {t: i for t, i in (info or {}).items() if t in rows}
+        rows, meta = storable_batches(batches, info)
         if not rows:
             return
         with self._lock:
@@ -333,7 +305,7 @@ class SQLiteHistoryStore(StoreConveniences, GuardedFile):
         )
         out: dict[str, list[Sample]] = {}
         for row in rows:
-            sample = _row_to_sample(row[1:])
+            sample = sample_from_row(*row[1:])
             if sample is not None:
                 out.setdefault(str(row[0]), []).append(sample)
         return out

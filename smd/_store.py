@@ -13,6 +13,7 @@ policy they use (so ``smd history`` computes the same deadline the run would).
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -20,7 +21,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from smd._samples import DEFAULT_BOUND, Sample, TimingHistory
+from smd._failures import FailureKind
+from smd._samples import DEFAULT_BOUND, Sample, Series, TimingHistory
 
 if TYPE_CHECKING:
     from smd.clock import Clock
@@ -30,8 +32,11 @@ __all__ = [
     "MemoryHistoryStore",
     "StoreConveniences",
     "TargetInfo",
+    "sample_from_row",
     "split_target",
+    "storable_batches",
     "target_key",
+    "with_memory",
 ]
 
 # An environment suffix is a plain word: "postgres://u@h/db" has an '@' but
@@ -158,3 +163,63 @@ class MemoryHistoryStore(StoreConveniences):
     def targets(self) -> dict[str, TargetInfo]:
         with self._lock:
             return {t: self._info.get(t, TargetInfo(t)) for t in sorted(self._data)}
+
+
+# -- What every persistent store shares -------------------------------------------
+
+
+def _storable(sample: Sample) -> bool:
+    # NaN or infinite times cannot be ordered or bounded: never written.
+    if not math.isfinite(sample.at):
+        return False
+    return sample.seconds is None or (math.isfinite(sample.seconds) and sample.seconds >= 0)
+
+
+def storable_batches(
+    batches: Mapping[str, Sequence[Sample]], info: Mapping[str, TargetInfo] | None
+) -> tuple[dict[str, list[Sample]], dict[str, TargetInfo]]:
+    """The samples a store may write, per target in key order (a fixed order:
+    concurrent writers then lock targets in the same order), and the infos of
+    the targets that have some."""
+    rows = {t: [s for s in samples if _storable(s)] for t, samples in batches.items()}
+    rows = {t: r for t, r in sorted(rows.items()) if r}
+    return rows, {t: i for t, i in (info or {}).items() if t in rows}
+
+
+def sample_from_row(
+    series: object, at: object, seconds: object, censored: object, kind: object
+) -> Sample | None:
+    """A stored row as a Sample, or None for a row this version cannot read
+    (a series or kind added by a newer smd, a time no store should hold):
+    the row is skipped, the rest of the history kept."""
+    try:
+        at_f = float(at)  # type: ignore[arg-type]
+        sec = None if seconds is None else float(seconds)  # type: ignore[arg-type]
+        if not math.isfinite(at_f) or (sec is not None and (not math.isfinite(sec) or sec < 0)):
+            return None
+        return Sample(
+            series=Series(str(series)),
+            at=at_f,
+            seconds=sec,
+            censored=bool(censored),
+            kind=FailureKind(str(kind)) if kind else None,
+        )
+    except (TypeError, ValueError):
+        return None
+
+
+def with_memory(
+    names: Sequence[str],
+    stored: Mapping[str, Sequence[Sample]],
+    memory: MemoryHistoryStore,
+    *,
+    bound: int,
+    clock: Clock | None,
+) -> dict[str, TimingHistory]:
+    """Each target's stored samples followed by those kept in memory (written
+    while the store could not be), bounded like the store."""
+    kept = memory.load_many(names)
+    return {
+        t: TimingHistory([*stored.get(t, ()), *kept[t].all_samples()], bound=bound, clock=clock)
+        for t in names
+    }
