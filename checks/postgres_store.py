@@ -67,7 +67,6 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from pydantic import SecretStr
 
-from smd._store import sample_from_row, storable_batches, with_memory  # TODO(lead): via smd.history
 from smd.checks._pg_classify import classify
 from smd.checks._pg_fleet import (
     SCHEMA_VERSION,
@@ -89,7 +88,13 @@ from smd.checks._pg_history_sql import (
 from smd.checks._pg_loop import BudgetExceeded, LoopWorker
 from smd.checks._pg_options import PostgresConfigError, PostgresOptions, scrub
 from smd.exceptions import StoreUnavailable
-from smd.history import MemoryHistoryStore, TargetInfo
+from smd.history import (
+    MemoryHistoryStore,
+    TargetInfo,
+    sample_from_row,
+    storable_batches,
+    with_memory,
+)
 from smd.timeouts import Sample, TimingHistory
 
 if TYPE_CHECKING:
