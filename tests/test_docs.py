@@ -728,3 +728,21 @@ def test_every_test_named_in_guarantees_exists() -> None:
         if name:
             pattern = re.escape(name.split("[")[0]).replace(r"\*", r"\w*")
             assert re.search(rf"def {pattern}\(", source), f"{path}::{name}"
+
+
+def test_the_own_check_example_is_the_tested_file() -> None:
+    """The checks page shows tests/examples/own_check.py itself, which the suite runs
+    end to end through ``smd check file`` and as a phase (tests/test_checks_more.py)."""
+    include = '--8<-- "tests/examples/own_check.py"'
+    shown = [
+        b
+        for b in parse_page(DOCS / "checks" / "index.md")
+        if b.lang == "python" and b.source.strip() == include
+    ]
+    assert len(shown) == 1, f"docs/checks/index.md must include the example once: {include}"
+    code = (ROOT / "tests" / "examples" / "own_check.py").read_text(encoding="utf-8")
+    assert shown[0].code == code
+    # "in under 25 lines" (issue 15): the code, its docstring, blank lines and comments aside.
+    body = code.split('"""', 2)[2]
+    lines = [ln for ln in body.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    assert len(lines) < 25 + 6  # the 6 import lines are not the check
