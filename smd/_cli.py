@@ -256,6 +256,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
 
 def _cmd_history_transfer(args: argparse.Namespace) -> int:
     """``smd history export|import|replay`` (the logic is in smd._history_transfer, smd._replay)."""
+    from smd import _history_file as file
     from smd import _history_transfer as transfer
     from smd.exceptions import StoreUnavailable
 
@@ -267,15 +268,15 @@ def _cmd_history_transfer(args: argparse.Namespace) -> int:
         from smd._cli_run import check_output_path
 
         check_output_path("FILE", args.file)
-    records = transfer.read_export(args.file) if args.history_command == "import" else ()
+    records = file.read_export(args.file) if args.history_command == "import" else ()
     settings = _settings(args.sub_env or args.env)
     _configure_logs(settings)
     try:
         store = transfer.open_history(settings, readonly=args.history_command != "import")
         where = transfer.describe_store(store)
         if args.history_command == "export":
-            doc = transfer.export_document(store)
-            transfer.write_export(args.file, doc)
+            doc = file.export_document(store)
+            file.write_export(args.file, doc)
             n, k = len(doc["targets"]), sum(len(t["samples"]) for t in doc["targets"])
             print(
                 f"smd: exported {n} target{'' if n == 1 else 's'} ({k} samples) from {where}"

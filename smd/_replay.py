@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Final
 from smd._adaptive import AdaptiveTimeout
 from smd._deadline import phase_timeout, policy_from_spec
 from smd._encode import encode
+from smd._history_file import safe_key
 from smd._rfc6298 import Rfc6298Timeout
 from smd._samples import DEFAULT_BOUND, Sample, TimingHistory
 from smd._settings import Environment
@@ -160,6 +161,15 @@ def _current(info: TargetInfo, clock: ManualClock) -> tuple[TimeoutPolicy | None
     return AdaptiveTimeout(clock=clock), "adaptive timeout, default parameters"
 
 
+def policy_deadline(policy: TimeoutPolicy) -> Deadline:
+    """A baseline's deadline: the policy alone, without the environment's bounds (as run by hand)."""
+
+    def deadline(history: TimingHistory) -> float:
+        return policy.compute(history).seconds
+
+    return deadline
+
+
 def replay_target(
     target: str, ready: Sequence[Sample], info: TargetInfo, settings: Settings
 ) -> TargetReplay:
@@ -195,13 +205,13 @@ def replay_target(
                 "SRTT + 4 RTTVAR, 1 s to 60 s, doubled on a timeout"
                 if name == "RFC 6298"
                 else "the same deadline at every start",
-                lambda h, p=policy: p.compute(h).seconds,  # bounds ignored: as run by hand
+                policy_deadline(policy),
                 ready,
                 clock,
             )
         )
     return TargetReplay(
-        target=target,
+        target=safe_key(target),
         environment=env,
         starts=len(ready),
         successes=sum(1 for s in ready if not s.censored),
@@ -219,10 +229,12 @@ def replay_store(
     listing the known ones.
     """
     known = store.targets()
-    names = sorted(known) if targets is None else list(dict.fromkeys(targets))
+    # A key is shown masked (safe_key): the masked form selects it too.
+    shown = {safe_key(k): k for k in known}
+    names = sorted(known) if targets is None else [shown.get(t, t) for t in dict.fromkeys(targets)]
     missing = [n for n in names if n not in known]
     if missing:
-        listed = ", ".join(repr(k) for k in known) or "none (no history recorded yet)"
+        listed = ", ".join(repr(safe_key(k)) for k in known) or "none (no history recorded yet)"
         raise UsageError(f"unknown --target {missing[0]!r}; known targets: {listed}")
     histories = store.load_many(names)
     return [

@@ -16,17 +16,15 @@ is :class:`Rfc6298Timeout`.
 
 from __future__ import annotations
 
-from smd._history_transfer import (
+from smd._history_file import (
     FORMAT,
     VERSION,
-    ImportResult,
-    TargetImport,
     TargetRecord,
     export_document,
-    import_records,
     read_export,
     write_export,
 )
+from smd._history_transfer import ImportResult, TargetImport, import_records
 from smd._history_view import SeriesStats, TargetSummary, render_text, summarize
 from smd._open_store import FallbackStore, open_store
 from smd._replay import BASELINES, PolicyFigures, TargetReplay, replay_store

@@ -1,0 +1,274 @@
+"""The export file of ``smd history export``: one versioned JSON document.
+
+``{"format": "smd-history", "version": 1, "exported_at": ..., "smd_version": ...,
+"targets": [...]}``: each target is its history key, what is known about it
+(startup, dependency, environment, phase, timeout policy) and its samples
+as :meth:`smd.timeouts.Sample.to_dict` writes them (``series``, ``at``,
+``seconds``, ``censored``, ``kind``), oldest first. The document passes the
+one encoder (:func:`smd._encode.encode`): every string is redacted, every
+float rounded to microseconds. Keys are masked as the engine masks a
+dependency (:func:`safe_key`), on the way out and on the way in.
+
+:func:`read_export` refuses a file that cannot be read, is not JSON, is of
+another format or version, or holds a malformed entry, with one line naming
+the file and the place (``targets[2].samples[5].seconds``) and what is
+accepted, before anything is written anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from smd._encode import encode, iso
+from smd._failures import FailureKind
+from smd._redact import redact
+from smd._samples import Sample, Series, TimingHistory
+from smd._store import HistoryStore, TargetInfo, split_target
+from smd.clock import Clock, SystemClock
+from smd.exceptions import UsageError
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "TargetRecord",
+    "export_document",
+    "parse_document",
+    "read_export",
+    "safe_key",
+    "write_export",
+]
+
+FORMAT: Final = "smd-history"
+#: Bumped when a reader of the previous version would misread a file.
+VERSION: Final = 1
+_META: Final = ("startup", "dependency", "environment", "phase")
+_SAMPLE_KEYS: Final = frozenset({"series", "at", "seconds", "censored", "kind"})
+_TIMED: Final = frozenset({Series.READY, Series.ATTEMPT})  # samples that must have seconds
+
+
+@dataclass(frozen=True, slots=True)
+class TargetRecord:
+    """One target of an export: what is known about it, and its samples (oldest first)."""
+
+    info: TargetInfo
+    samples: tuple[Sample, ...]
+
+
+# -- export -----------------------------------------------------------------------
+
+
+def safe_key(key: str) -> str:
+    """``key`` with any secret its dependency part holds masked.
+
+    The engine redacts a dependency before it builds a key, but a store
+    written through its API (or a hand-edited file) may hold a key such as
+    ``api/postgresql://app:secret@db/app@production``, and the one redaction
+    rule leaves ``startup/scheme://...`` alone on purpose (it reads as a
+    history key). So the key is split as :func:`~smd.history.target_key`
+    builds it and the dependency passes :func:`~smd._redact.redact` alone,
+    as the engine does.
+    """
+    rest, env = split_target(key)
+    startup, sep, dependency = rest.partition("/")
+    if not sep:
+        return redact(key)
+    return f"{redact(startup)}/{redact(dependency)}" + ("" if env is None else f"@{env}")
+
+
+def export_document(store: HistoryStore, *, clock: Clock | None = None) -> dict[str, Any]:
+    """Every target of ``store`` and its samples, as the versioned export document."""
+    import smd
+
+    clock = clock or SystemClock()
+    known = store.targets()
+    histories = store.load_many(list(known), clock=clock)
+    targets: dict[str, dict[str, Any]] = {}
+    for name, info in known.items():
+        history = histories.get(name) or TimingHistory(clock=clock)
+        key = safe_key(name)
+        entry: dict[str, Any] = targets.setdefault(key, {"target": key, "samples": []})
+        entry.update({k: getattr(info, k) for k in _META})
+        entry["policy"] = dict(info.policy)
+        # Keys that differ only by a masked secret are one target once masked.
+        entry["samples"] = sorted([*entry["samples"], *history.all_samples()], key=lambda s: s.at)
+    for entry in targets.values():
+        entry["samples"] = [s.to_dict() for s in entry["samples"]]
+    doc: dict[str, Any] = encode(
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "exported_at": iso(clock.wall()),
+            "smd_version": str(smd.__version__),
+            "targets": [targets[k] for k in sorted(targets)],
+        }
+    )
+    return doc
+
+
+def write_export(path: str, doc: Mapping[str, Any]) -> None:
+    """Write ``doc`` to ``path`` atomically and owner-only (0600); ``-`` is stdout."""
+    from smd._trace import write_private
+
+    text = json.dumps(doc, indent=1) + "\n"
+    if path == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    target = Path(path)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        write_private(temporary, text)
+        os.replace(temporary, target)  # readers see the old file or the new one, never half
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+
+
+# -- reading a file ---------------------------------------------------------------
+
+
+class _Bad(Exception):
+    def __init__(self, where: str, problem: str) -> None:
+        super().__init__(problem)
+        self.where = where
+        self.problem = problem
+
+
+def read_export(path: str) -> tuple[TargetRecord, ...]:
+    """The targets of the export at ``path`` (``-``: stdin), or a one-line :class:`UsageError`."""
+    name = "stdin" if path == "-" else repr(path)
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"history file {name} does not exist") from None
+    except IsADirectoryError:
+        raise UsageError(f"history file {name} is a directory, not a file") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"history file {name} is not UTF-8 text (byte {exc.start}); accepted: "
+            "a file written by 'smd history export'"
+        ) from None
+    except OSError as exc:
+        raise UsageError(f"history file {name} cannot be read: {exc.strerror}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        where = getattr(exc, "lineno", None)
+        at = f" at line {where}, column {getattr(exc, 'colno', '?')}" if where else ""
+        msg = getattr(exc, "msg", "invalid JSON")
+        raise UsageError(
+            f"history file {name} is not JSON ({msg}{at}); accepted: a file written by "
+            "'smd history export'"
+        ) from None
+    try:
+        return parse_document(data)
+    except _Bad as exc:
+        place = f" at {exc.where}" if exc.where else ""
+        raise UsageError(f"history file {name}{place}: {exc.problem}") from None
+
+
+def parse_document(data: object) -> tuple[TargetRecord, ...]:
+    """The targets of an export document; raises ``_Bad`` naming the place of the first problem."""
+    accepted = "a file written by 'smd history export'"
+    if not isinstance(data, dict):
+        raise _Bad("", f"the document is {_kind(data)}, not an object; accepted: {accepted}")
+    if data.get("format") != FORMAT:
+        raise _Bad(
+            "format", f"is {data.get('format')!r}, expected {FORMAT!r}; accepted: {accepted}"
+        )
+    version = data.get("version")
+    if version != VERSION or isinstance(version, bool):
+        raise _Bad(
+            "version",
+            f"version {version!r} is not one this smd reads (it reads version {VERSION}); "
+            "import it with the smd that exported it, or a newer one",
+        )
+    targets = data.get("targets")
+    if not isinstance(targets, list):
+        raise _Bad("targets", f"is {_kind(targets)}, expected a list of targets")
+    records: list[TargetRecord] = []
+    first: dict[str, int] = {}
+    for i, entry in enumerate(targets):
+        record = _target(entry, f"targets[{i}]")
+        name = record.info.target
+        if name in first:
+            raise _Bad(f"targets[{i}].target", f"{name!r} is already at targets[{first[name]}]")
+        first[name] = i
+        records.append(record)
+    return tuple(records)
+
+
+def _kind(value: object) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    return names.get(type(value), "a number" if isinstance(value, int | float) else "unknown")
+
+
+def _target(entry: object, where: str) -> TargetRecord:
+    if not isinstance(entry, dict):
+        raise _Bad(where, f"is {_kind(entry)}, expected an object with 'target' and 'samples'")
+    name = entry.get("target")
+    if not isinstance(name, str) or not name.strip():
+        raise _Bad(f"{where}.target", "expected the target's history key, a non-empty string")
+    name = safe_key(name)  # a hand-made file may hold a secret: it never reaches the store
+    meta: dict[str, str] = {}
+    for key in _META:
+        value = entry.get(key, "")
+        if not isinstance(value, str):
+            raise _Bad(f"{where}.{key}", f"is {_kind(value)}, expected a string")
+        meta[key] = value
+    policy = entry.get("policy", {})
+    if not isinstance(policy, dict):
+        raise _Bad(f"{where}.policy", f"is {_kind(policy)}, expected an object")
+    samples = entry.get("samples")
+    if not isinstance(samples, list):
+        raise _Bad(f"{where}.samples", f"is {_kind(samples)}, expected a list of samples")
+    parsed = tuple(_sample(s, f"{where}.samples[{j}]") for j, s in enumerate(samples))
+    meta = {k: redact(v) for k, v in meta.items()}
+    info = TargetInfo(name, policy=policy, **meta)
+    return TargetRecord(info, tuple(sorted(parsed, key=lambda s: s.at)))
+
+
+def _sample(data: object, where: str) -> Sample:
+    if not isinstance(data, dict):
+        raise _Bad(where, f"is {_kind(data)}, expected an object")
+    unknown = sorted(set(data) - _SAMPLE_KEYS)
+    if unknown:
+        raise _Bad(
+            f"{where}.{unknown[0]}", f"unknown field; accepted: {', '.join(sorted(_SAMPLE_KEYS))}"
+        )
+    series = data.get("series")
+    if series not in {s.value for s in Series}:
+        accepted = ", ".join(s.value for s in Series)
+        raise _Bad(f"{where}.series", f"is {series!r}; accepted: {accepted}")
+    at = data.get("at")
+    if isinstance(at, bool) or not isinstance(at, int | float) or not math.isfinite(at):
+        raise _Bad(
+            f"{where}.at", f"is {at!r}, expected a wall-clock time in seconds since the epoch"
+        )
+    seconds = data.get("seconds")
+    if seconds is not None and (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not math.isfinite(seconds)
+        or seconds < 0
+    ):
+        raise _Bad(f"{where}.seconds", f"is {seconds!r}, expected a number of seconds >= 0 or null")
+    if seconds is None and Series(str(series)) in _TIMED:
+        raise _Bad(f"{where}.seconds", f"a {series} sample needs its number of seconds")
+    censored = data.get("censored", False)
+    if not isinstance(censored, bool):
+        raise _Bad(f"{where}.censored", f"is {censored!r}, expected true or false")
+    kind = data.get("kind")
+    if kind is not None and kind not in {k.value for k in FailureKind}:
+        accepted = ", ".join(k.value for k in FailureKind)
+        raise _Bad(f"{where}.kind", f"is {kind!r}; accepted: {accepted} or null")
+    return Sample.from_dict(data)

@@ -1,0 +1,425 @@
+"""``smd history export`` / ``import``: carry learned history over, against both stores.
+
+- the round trip (SQLite -> file -> empty SQLite -> file) keeps every sample
+  and what is known about each target; importing again adds nothing;
+- the merge: samples already present are skipped, the store's bound holds
+  (older imported samples are left out, the store's oldest give way to newer
+  ones), recorded metadata wins over the file's;
+- a malformed file is refused with one line naming the file and the place,
+  exit 64, nothing written; ``-`` is stdout / stdin; the file is 0600 and
+  replaced atomically;
+- no secret in the file: generated passwords with the URI's reserved
+  characters, in a real ``smd run`` against the real cluster and in keys
+  written through the store API;
+- the PostgreSQL store (``SMD_HISTORY_URL``) on the real cluster: ``smd
+  history``, ``export``, ``import`` and ``replay`` work against it; a store
+  that is down is exit 75 with one line and no password (no silent fallback
+  to the embedded store).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from pgbed.cluster import AppCredentials, PgCluster, free_port
+
+from smd import FailureKind
+from smd.exceptions import UsageError
+from smd.history import (
+    FORMAT,
+    VERSION,
+    MemoryHistoryStore,
+    SQLiteHistoryStore,
+    TargetInfo,
+    export_document,
+    import_records,
+    read_export,
+    write_export,
+)
+from smd.timeouts import Sample, Series
+
+ROOT = Path(__file__).resolve().parent.parent
+DB_ONLY = str(ROOT / "tests" / "targets" / "db_only.py") + ":startup"
+T0 = 1_800_000_000.123456
+KEY = "shop/postgres://db.internal:5432/app@production"
+CACHE = "shop/phase:cache@production"
+INFO = TargetInfo(
+    KEY, "shop", "postgres://db.internal:5432/app", "production", "database", {"type": "adaptive"}
+)
+
+
+def samples() -> list[Sample]:
+    return [
+        Sample(Series.READY, T0, 0.412345),
+        Sample(Series.ATTEMPT, T0 + 0.5, 0.020001),
+        Sample(Series.READY, T0 + 60, 5.0, censored=True),
+        Sample(Series.FAILURE, T0 + 120, kind=FailureKind.CONFIGURATION),
+        Sample(Series.BYPASS, T0 + 121),
+        Sample(Series.READY, T0 + 180, 1.5),
+    ]
+
+
+def filled(path: Path, bound: int = 256) -> SQLiteHistoryStore:
+    store = SQLiteHistoryStore(path, bound=bound)
+    store.append_many(
+        {KEY: samples(), CACHE: [Sample(Series.READY, T0 + 1, 0.003)]},
+        {KEY: INFO},
+    )
+    return store
+
+
+def env_for(tmp: Path, history: str = "h.sqlite3", **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMD_")}
+    env.update(SMD_HISTORY_PATH=str(tmp / history), SMD_ENVIRONMENT="production")
+    env.update(extra)
+    return env
+
+
+def smd(
+    tmp: Path, *args: str, stdin: str | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    history = env.pop("history", "h.sqlite3")
+    return subprocess.run(
+        [sys.executable, "-m", "smd", *args],
+        env=env_for(tmp, history, **env),
+        cwd=tmp,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+# -- round trip and merge -------------------------------------------------------------
+
+
+def test_round_trip_keeps_every_sample_and_target_and_a_second_import_adds_nothing(
+    tmp_path: Path,
+) -> None:
+    a = filled(tmp_path / "a.sqlite3")
+    doc = export_document(a)
+    assert (doc["format"], doc["version"]) == (FORMAT, VERSION)
+    write_export(str(tmp_path / "h.json"), doc)
+    assert (tmp_path / "h.json").stat().st_mode & 0o777 == 0o600
+    records = read_export(str(tmp_path / "h.json"))
+    b = SQLiteHistoryStore(tmp_path / "b.sqlite3")
+    result = import_records(b, records)
+    assert (result.added, result.present, result.past_bound) == (7, 0, 0)
+    assert [t.new_target for t in result.targets] == [True, True]
+    assert b.targets() == a.targets()  # the recorded metadata came along
+    mine, theirs = a.load_many([KEY, CACHE]), b.load_many([KEY, CACHE])
+    for key in (KEY, CACHE):
+        assert theirs[key].all_samples() == mine[key].all_samples()
+    again = export_document(b)
+    assert {**again, "exported_at": None} == {**doc, "exported_at": None}
+    # Importing again, or into the store it came from, adds nothing.
+    for store in (b, a):
+        result = import_records(store, records)
+        assert (result.added, result.present) == (0, 7)
+    assert len(b.load(KEY)) == len(samples())
+
+
+def test_merge_skips_present_samples_keeps_the_bound_and_recorded_metadata(
+    tmp_path: Path,
+) -> None:
+    # The file: 8 ready samples at T0 + 0..7 for KEY, metadata saying "fixed".
+    source = MemoryHistoryStore()
+    source.append_many(
+        {KEY: [Sample(Series.READY, T0 + i, 0.1 * (i + 1)) for i in range(8)]},
+        {KEY: TargetInfo(KEY, policy={"type": "fixed", "seconds": 9.0})},
+    )
+    records = read_json(tmp_path, export_document(source))
+    # The store: bound 5; it has T0 + 2 (the same sample) and T0 + 10, and its own metadata.
+    store = SQLiteHistoryStore(tmp_path / "b.sqlite3", bound=5)
+    store.append_many(
+        {KEY: [Sample(Series.READY, T0 + 2, 0.3), Sample(Series.READY, T0 + 10, 0.2)]},
+        {KEY: INFO},
+    )
+    (t,) = import_records(store, records).targets
+    # Newest 5 of {0..7 from the file, 2 present, 10 in the store}: 10, 7, 6, 5, 4.
+    # Present 1 (T0 + 2); added 4 (4..7); past the bound 3 (0, 1, 3); displaced 1 (2).
+    assert (t.added, t.present, t.past_bound, t.displaced) == (4, 1, 3, 1)
+    assert [round(s.at - T0) for s in store.load(KEY).ready] == [4, 5, 6, 7, 10]
+    assert store.targets()[KEY] == INFO  # what was recorded here wins over the file
+
+
+def read_json(tmp: Path, doc: object, name: str = "f.json") -> tuple:  # type: ignore[type-arg]
+    (tmp / name).write_text(json.dumps(doc))
+    return read_export(str(tmp / name))
+
+
+BAD = [
+    ([1, 2], "at (the document)", "is a list, not an object"),
+    ({"format": "other", "version": 1, "targets": []}, "at format", "is 'other', expected"),
+    ({"format": FORMAT, "version": 2, "targets": []}, "at version", "version 2 is not one"),
+    ({"format": FORMAT, "version": 1, "targets": {}}, "at targets", "expected a list of targets"),
+    ({"format": FORMAT, "version": 1, "targets": [{"samples": []}]}, "at targets[0].target", ""),
+    (
+        {"format": FORMAT, "version": 1, "targets": [{"target": "x", "samples": [{"at": 1}]}]},
+        "at targets[0].samples[0].series",
+        "is None; accepted: attempt, ready, failure, bypass",
+    ),
+    (
+        {
+            "format": FORMAT,
+            "version": 1,
+            "targets": [
+                {"target": "x", "samples": []},
+                {"target": "y", "samples": [{"series": "ready", "at": 5, "seconds": "3"}]},
+            ],
+        },
+        "at targets[1].samples[0].seconds",
+        "is '3', expected a number of seconds >= 0 or null",
+    ),
+    (
+        {
+            "format": FORMAT,
+            "version": 1,
+            "targets": [{"target": "x", "samples": [{"series": "ready", "at": 5}]}],
+        },
+        "at targets[0].samples[0].seconds",
+        "a ready sample needs its number of seconds",
+    ),
+    (
+        {
+            "format": FORMAT,
+            "version": 1,
+            "targets": [{"target": "x", "samples": []}, {"target": "x", "samples": []}],
+        },
+        "at targets[1].target",
+        "'x' is already at targets[0]",
+    ),
+    (
+        {
+            "format": FORMAT,
+            "version": 1,
+            "targets": [
+                {"target": "x", "samples": [{"series": "failure", "at": 1, "kind": "oops"}]}
+            ],
+        },
+        "at targets[0].samples[0].kind",
+        "is 'oops'; accepted: infrastructure",
+    ),
+]
+
+
+@pytest.mark.parametrize(("doc", "where", "problem"), BAD, ids=[b[1] for b in BAD])
+def test_a_malformed_file_names_what_and_where(
+    tmp_path: Path, doc: object, where: str, problem: str
+) -> None:
+    with pytest.raises(UsageError) as caught:
+        read_json(tmp_path, doc)
+    message = str(caught.value)
+    assert message.startswith("history file '")
+    if where != "at (the document)":
+        assert f"f.json' {where}: " in message
+    assert problem in message
+    assert "\n" not in message
+
+
+def test_the_cli_refuses_a_bad_file_in_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    (tmp_path / "v9.json").write_text(json.dumps({"format": FORMAT, "version": 9, "targets": []}))
+    (tmp_path / "broken.json").write_text('{"format": "smd-history",\n "version": 1, "targets": [')
+    for name, expected in [
+        ("v9.json", "history file 'v9.json' at version: version 9 is not one this smd reads"),
+        ("broken.json", "history file 'broken.json' is not JSON (Expecting value at line 2"),
+        ("missing.json", "history file 'missing.json' does not exist"),
+    ]:
+        done = smd(tmp_path, "history", "import", name)
+        assert done.returncode == 64, done.stderr
+        (line,) = done.stderr.strip().splitlines()
+        assert line.startswith(f"smd: usage error: {expected}")
+        assert "Traceback" not in done.stderr
+    assert not (tmp_path / "h.sqlite3").exists()  # refused before any store was opened
+    done = smd(tmp_path, "history", "export", str(tmp_path / "no" / "dir.json"))
+    assert done.returncode == 64
+    assert "does not exist" in done.stderr
+    done = smd(tmp_path, "history", "--html", "x.html", "export", "x.json")
+    assert done.returncode == 64
+    assert "--html shows the dashboard" in done.stderr
+
+
+def test_the_cli_round_trip_through_stdout_and_stdin_and_an_atomic_file(tmp_path: Path) -> None:
+    filled(tmp_path / "h.sqlite3")
+    out = smd(tmp_path, "history", "export", "-")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["format"] == FORMAT
+    assert out.stderr.strip().endswith(
+        f"exported 2 targets (7 samples) from SQLite history store {tmp_path / 'h.sqlite3'}"
+    )
+    (tmp_path / "h.json").write_text("old")
+    (tmp_path / "h.json").chmod(0o644)
+    done = smd(tmp_path, "history", "export", "h.json")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("smd: exported 2 targets (7 samples) from SQLite history store")
+    assert json.loads((tmp_path / "h.json").read_text()) == {
+        **json.loads(out.stdout),
+        "exported_at": json.loads((tmp_path / "h.json").read_text())["exported_at"],
+    }
+    assert (tmp_path / "h.json").stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == []
+    imported = smd(tmp_path, "history", "import", "-", stdin=out.stdout, history="b.sqlite3")
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.splitlines()[0] == (
+        f"smd: imported stdin into SQLite history store {tmp_path / 'b.sqlite3'}: 2 targets, "
+        "7 samples added, 0 already present, 0 past the bound (256 per target and series)"
+    )
+    assert f"  {KEY} (new target): added 6, already present 0, past the bound 0" in imported.stdout
+    again = smd(tmp_path, "history", "import", "h.json", history="b.sqlite3")
+    assert "0 samples added, 7 already present" in again.stdout
+    view = smd(tmp_path, "history", "--format", "json", history="b.sqlite3")
+    assert [t["target"] for t in json.loads(view.stdout)] == sorted([KEY, CACHE])
+
+
+def test_history_disabled_has_nothing_to_import_into(tmp_path: Path) -> None:
+    write_export(str(tmp_path / "h.json"), export_document(filled(tmp_path / "a.sqlite3")))
+    done = smd(tmp_path, "history", "import", "h.json", SMD_HISTORY_ENABLED="false")
+    assert done.returncode == 78
+    assert "history is disabled (SMD_HISTORY_ENABLED=false)" in done.stderr
+
+
+# -- no secret in the file -------------------------------------------------------------
+
+
+def password() -> str:
+    """A fresh password holding the URI's reserved characters around a random core."""
+    return f"p/{secrets.token_hex(6)}@a&b?c#d:e%f+g h'i\"j"
+
+
+def needles(secret: str) -> set[str]:
+    return {
+        secret,
+        quote(secret, safe=""),
+        quote(secret),
+        json.dumps(secret)[1:-1],
+        secret.split("/")[1].split("@")[0],  # the random core alone
+    }
+
+
+def test_keys_written_with_a_password_through_the_store_api_are_exported_without_it(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteHistoryStore(tmp_path / "h.sqlite3")
+    for secret in (password(), password()):
+        leaky = f"api/postgresql://app:{quote(secret, safe='')}@db:5432/app@production"
+        store.append_many(
+            {leaky: [Sample(Series.READY, T0, 0.5)]},
+            {leaky: TargetInfo(leaky, dependency=f"postgresql://app:{secret}@db/app")},
+        )
+        done = smd(tmp_path, "history", "export", "h.json")
+        assert done.returncode == 0, done.stderr
+        text = (tmp_path / "h.json").read_text() + done.stdout + done.stderr
+        for needle in needles(secret):
+            assert needle not in text
+
+
+@pytest.mark.postgres
+def test_a_real_run_with_a_password_in_the_dsn_exports_no_secret(
+    pg: PgCluster, tmp_path: Path
+) -> None:
+    for i in range(2):
+        secret = password()
+        role = f"smd_transfer_{i}"
+        pg.create_role(role, secret)
+        dsn = pg.dsn(role, secret, "postgres")  # percent-encoded, as libpq wants
+        run = smd(tmp_path, "run", DB_ONLY, SMD_DATABASE_URL=dsn, SMD_ENVIRONMENT="test")
+        assert run.returncode == 0, run.stderr[-2000:]
+        done = smd(tmp_path, "history", "export", "h.json", SMD_DATABASE_URL=dsn)
+        assert done.returncode == 0, done.stderr
+        doc = json.loads((tmp_path / "h.json").read_text())
+        keys = [t["target"] for t in doc["targets"]]
+        assert any(k.startswith(f"db_only/postgres://{pg.host}:{pg.port}/postgres@") for k in keys)
+        ready = [s for t in doc["targets"] for s in t["samples"] if s["series"] == "ready"]
+        assert len(ready) == i + 1  # the runs' own samples, learned and exported
+        text = (tmp_path / "h.json").read_text() + done.stdout + done.stderr
+        for needle in needles(secret) | {role}:
+            assert needle not in text
+
+
+# -- the PostgreSQL store --------------------------------------------------------------
+
+DB = "smd_transfer_tests"
+
+
+@pytest.fixture(scope="module")
+def store_dsn(pg: PgCluster, pg_app: AppCredentials) -> str:
+    pg.create_database(DB, owner=pg_app.user)
+    return pg.dsn(pg_app.user, pg_app.password, DB)
+
+
+@pytest.mark.postgres
+def test_history_export_import_and_replay_against_the_postgresql_store(
+    pg: PgCluster, store_dsn: str, pg_app: AppCredentials, tmp_path: Path
+) -> None:
+    schema = f"t{time.time_ns() % 10**12}"
+    shared = {"SMD_HISTORY_URL": store_dsn, "SMD_HISTORY_SCHEMA": schema}
+    # SQLite -> file -> PostgreSQL.
+    filled(tmp_path / "h.sqlite3")
+    assert smd(tmp_path, "history", "export", "local.json").returncode == 0
+    done = smd(tmp_path, "history", "import", "local.json", history="empty.sqlite3", **shared)
+    assert done.returncode == 0, done.stderr
+    first = done.stdout.splitlines()[0]
+    assert f"into PostgreSQL history store postgres://{pg.host}:{pg.port}/{DB}" in first
+    assert "2 targets, 7 samples added" in first
+    rows = pg.sql(f"SELECT count(*) FROM {schema}.samples", database=DB)
+    assert rows == "7"
+    again = smd(tmp_path, "history", "import", "local.json", history="empty.sqlite3", **shared)
+    assert "0 samples added, 7 already present" in again.stdout
+    assert pg.sql(f"SELECT count(*) FROM {schema}.samples", database=DB) == "7"
+    assert not (tmp_path / "empty.sqlite3").exists()  # the shared store alone was used
+    # The view, replay and export read the shared store.
+    view = smd(tmp_path, "history", "--format", "json", history="empty.sqlite3", **shared)
+    assert view.returncode == 0, view.stderr
+    assert [t["target"] for t in json.loads(view.stdout)] == sorted([KEY, CACHE])
+    replay = smd(
+        tmp_path,
+        "history",
+        "replay",
+        "--target",
+        KEY,
+        "--format",
+        "json",
+        history="empty.sqlite3",
+        **shared,
+    )
+    assert replay.returncode == 0, replay.stderr
+    (target,) = json.loads(replay.stdout)
+    assert (target["starts"], target["successes"], target["censored"]) == (3, 2, 1)
+    out = smd(tmp_path, "history", "export", "shared.json", history="empty.sqlite3", **shared)
+    assert out.returncode == 0, out.stderr
+    local = json.loads((tmp_path / "local.json").read_text())
+    remote = json.loads((tmp_path / "shared.json").read_text())
+    assert remote["targets"] == local["targets"]  # every sample and target, as they were
+    # PostgreSQL -> file -> a brand-new SQLite store.
+    back = smd(tmp_path, "history", "import", "shared.json", history="new.sqlite3")
+    assert "2 targets, 7 samples added" in back.stdout
+    text = (tmp_path / "shared.json").read_text() + out.stdout + out.stderr + done.stdout
+    assert pg_app.password not in text
+
+
+@pytest.mark.postgres
+def test_a_shared_store_that_is_down_is_exit_75_without_falling_back(tmp_path: Path) -> None:
+    secret = password()
+    url = f"postgresql://smd_app:{quote(secret, safe='')}@127.0.0.1:{free_port()}/smd_app"
+    write_export(str(tmp_path / "h.json"), export_document(filled(tmp_path / "a.sqlite3")))
+    for args in (("export", "out.json"), ("import", "h.json"), ("replay",)):
+        done = smd(tmp_path, "history", *args, SMD_HISTORY_URL=url)
+        assert done.returncode == 75, done.stderr
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith(
+            f"smd: history {args[0]}: PostgreSQL history store postgres://127.0.0.1"
+        )
+        assert "connection refused" in last
+        for needle in needles(secret):
+            assert needle not in done.stdout + done.stderr
+    assert not (tmp_path / "out.json").exists()
+    assert not (tmp_path / "h.sqlite3").exists()  # nothing went to the embedded store instead
