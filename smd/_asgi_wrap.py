@@ -19,14 +19,14 @@ does) is taken as not supporting it, as uvicorn's ``--lifespan auto`` does.
 from __future__ import annotations
 
 import traceback
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 import anyio
 
 from smd._asgi_state import RUN_STATE_KEY, catch_up
-from smd._health import CHECKS, ASGIApp, Receive, Scope, Send, _route_path, health_app
+from smd._health import CHECKS, ASGIApp, Receive, Scope, Send, health_app, route_path
 from smd.exceptions import StartupFailed, StartupInterrupted
 
 __all__ = ["with_lifespan"]
@@ -40,15 +40,15 @@ class LifespanRefused(Exception):
 
 @asynccontextmanager
 async def _inner_lifespan(
-    app: ASGIApp, state: dict[str, Any], mode: InnerLifespan
+    app: Callable[..., Awaitable[Any]], state: dict[str, Any], mode: InnerLifespan
 ) -> AsyncIterator[None]:
     """Drive ``app``'s own lifespan protocol as an async context manager."""
     if mode == "off":
         yield
         return
     # Four messages at most travel each way (startup, shutdown and their answers).
-    to_app, app_receives = anyio.create_memory_object_stream[dict[str, Any]](4)
-    app_sends, from_app = anyio.create_memory_object_stream[dict[str, Any]](4)
+    to_app, app_receives = anyio.create_memory_object_stream[MutableMapping[str, Any]](4)
+    app_sends, from_app = anyio.create_memory_object_stream[MutableMapping[str, Any]](4)
     errors: list[Exception] = []
 
     async def run() -> None:
@@ -63,37 +63,49 @@ async def _inner_lifespan(
             except Exception as exc:  # the app's way of saying "not supported", or a bug
                 errors.append(exc)
 
-    async def answer() -> dict[str, Any] | None:
+    async def answer() -> MutableMapping[str, Any] | None:
         try:
             return await from_app.receive()
         except anyio.EndOfStream:  # the app returned (or raised) without answering
             return None
 
+    error: Exception | None = None
     async with to_app, app_receives, from_app, anyio.create_task_group() as tg:
-        tg.start_soon(run)
-        await to_app.send({"type": "lifespan.startup"})
-        got = await answer()
-        if got is None:
-            if mode == "on":
-                raise LifespanRefused(
-                    "the app did not answer the lifespan startup"
-                    + (f": {errors[0]!r}" if errors else "")
-                )
-            yield  # "auto": the app has no lifespan; serve it as it is
-            return
-        if got["type"] != "lifespan.startup.complete":
-            raise LifespanRefused(f"the app's own lifespan failed: {got.get('message', '')}")
         try:
-            yield
-        finally:
-            await to_app.send({"type": "lifespan.shutdown"})
+            tg.start_soon(run)
+            await to_app.send({"type": "lifespan.startup"})
             got = await answer()
-            if got is not None and got["type"] != "lifespan.shutdown.complete":
-                raise LifespanRefused(f"the app's own shutdown failed: {got.get('message', '')}")
+            if got is None:
+                if mode == "on":
+                    raise LifespanRefused(
+                        "the app did not answer the lifespan startup"
+                        + (f": {errors[0]!r}" if errors else "")
+                    )
+                yield  # "auto": the app has no lifespan; serve it as it is
+                return
+            if got["type"] != "lifespan.startup.complete":
+                raise LifespanRefused(f"the app's own lifespan failed: {got.get('message', '')}")
+            try:
+                yield
+            finally:
+                await to_app.send({"type": "lifespan.shutdown"})
+                got = await answer()
+                if got is not None and got["type"] != "lifespan.shutdown.complete":
+                    raise LifespanRefused(
+                        f"the app's own shutdown failed: {got.get('message', '')}"
+                    )
+        except Exception as exc:
+            # Raised in the task group's host it would come out wrapped in an
+            # ExceptionGroup; and an app may still wait for a message (Quart
+            # does after a failed startup): stop it.
+            error = exc
+            tg.cancel_scope.cancel()
+    if error is not None:
+        raise error
 
 
 def with_lifespan(
-    app: ASGIApp,
+    app: Callable[..., Awaitable[Any]],
     *,
     lifespan: Any,
     health: bool = True,
@@ -179,7 +191,7 @@ def with_lifespan(
             given = scope.get("state")
             state = {**(given if isinstance(given, Mapping) else {}), **live}
             scope = {**scope, "state": state}
-            check = health_paths.get(_route_path(scope)) if health and kind == "http" else None
+            check = health_paths.get(route_path(scope)) if health and kind == "http" else None
             if check is not None:
                 await endpoints({**scope, "path": f"/{check}", "root_path": ""}, receive, send)
                 return

@@ -37,6 +37,7 @@ __all__ = [
     "evaluate",
     "health_app",
     "resolve",
+    "route_path",
 ]
 
 #: The three checks, by path segment.
@@ -129,7 +130,8 @@ def evaluate(
     return HealthResponse(200 if ok else 503, body)
 
 
-def _route_path(scope: Scope) -> str:
+def route_path(scope: Scope) -> str:
+    """The request's path below its mount point (``root_path`` removed)."""
     # The path below the mount point (Starlette keeps the full path in
     # ``path`` and the mount prefix in ``root_path``).
     path = str(scope.get("path", ""))
@@ -227,7 +229,7 @@ def health_app(
                     return
         if kind != "http":
             raise RuntimeError(f"smd health endpoints speak HTTP only, not {kind!r}")
-        check = _route_path(scope).strip("/")
+        check = route_path(scope).strip("/")
         if check == "metrics" and metrics is not None:
             await metrics(scope, receive, send)
             return

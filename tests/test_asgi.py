@@ -45,6 +45,7 @@ from smd.asgi import (
     health_router,
     phase_value,
     smd_lifespan,
+    with_lifespan,
 )
 from smd.bypass import PermissivePolicy, StrictPolicy
 from smd.events import Event, PhaseStarted, ReadinessChanged
@@ -765,3 +766,115 @@ def test_importing_smd_asgi_does_not_import_a_web_framework() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == ""
+
+
+# -- with_lifespan: any ASGI app, driven ----------------------------------------------
+
+
+def plain_app(calls: list[str], *, lifespan: str = "refuse") -> ASGI:
+    """A framework-less ASGI app: echoes the phase values it finds in ``scope["state"]``.
+
+    ``lifespan``: ``refuse`` (raises, as Django's handler does), ``fail``
+    (answers ``startup.failed``) or ``ok`` (a protocol-speaking app, like Quart).
+    """
+
+    async def app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            if lifespan == "refuse":
+                raise ValueError("this app can only handle HTTP")
+            message = await receive()
+            assert message["type"] == "lifespan.startup"
+            calls.append(f"own startup (pool={scope['state'].get('pool')!r})")
+            if lifespan == "fail":
+                await send({"type": "lifespan.startup.failed", "message": "own hook broke"})
+                return
+            scope["state"]["own"] = "mine"
+            await send({"type": "lifespan.startup.complete"})
+            message = await receive()
+            calls.append("own shutdown")
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        state = scope.get("state", {})
+        body = json.dumps(
+            {
+                "path": scope["path"],
+                "pool": phase_value(scope, "pool", str),
+                "state_pool": state.get("pool"),
+                "own": state.get("own"),
+            }
+        ).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+@pytest.mark.parametrize("inner", ["refuse", "ok"])
+async def test_with_lifespan_drives_an_app_serves_health_and_fills_the_state(inner: str) -> None:
+    events: list[str] = []
+    app = with_lifespan(
+        plain_app(events, lifespan=inner),
+        lifespan=lifespan_for(make_startup(events)),
+        health_prefix="/health",
+    )
+    async with served(app) as (client, _):
+        ready = await client.get("/health/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["phases"]["pool"]["outcome"] == "ok"
+        assert (await client.get("/health/livez")).json()["check"] == "livez"
+        got = (await client.get("/readyz")).json()  # not a health path: the app's
+        own = "mine" if inner == "ok" else None
+        assert got == {
+            "path": "/readyz",
+            "pool": "hello pool",
+            "state_pool": "hello pool",
+            "own": own,
+        }
+    expected = ["phase config", "phase pool"]
+    if inner == "ok":  # its own lifespan inside: after the phases, shut down before teardown
+        expected += ["own startup (pool='hello pool')", "own shutdown"]
+    assert events == [*expected, "teardown pool", "teardown config"]
+
+
+async def test_with_lifespan_app_that_must_answer_or_fails_its_start() -> None:
+    for inner, mode, message in [
+        ("refuse", "on", "the app did not answer the lifespan startup: ValueError"),
+        ("fail", "auto", "the app's own lifespan failed: own hook broke"),
+    ]:
+        events: list[str] = []
+        app = with_lifespan(
+            plain_app(events, lifespan=inner),
+            lifespan=lifespan_for(make_startup(events)),
+            inner_lifespan=mode,  # type: ignore[arg-type]
+        )
+        with pytest.raises(LifespanFailed) as info:
+            async with served(app):
+                pytest.fail("must not start")
+        assert info.value.message["type"] == "lifespan.startup.failed"
+        assert info.value.message["message"].startswith(message)
+        assert info.value.errors == []  # answered, not raised: no traceback under uvicorn
+        assert events[-2:] == ["teardown pool", "teardown config"]
+
+
+async def test_with_lifespan_failed_startup_answers_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    events: list[str] = []
+    startup = make_startup(events, fail="pool")
+    app = with_lifespan(plain_app(events), lifespan=lifespan_for(startup))
+    with pytest.raises(LifespanFailed) as info:
+        async with served(app):
+            pytest.fail("must not start")
+    assert info.value.message["message"] == (
+        "smd: startup 'asgi-test' did not start (exit code 75); see the summary above"
+    )
+    assert info.value.errors == []
+    assert "STARTUP FAILED: asgi-test" in capsys.readouterr().err
+    assert events == ["phase config", "phase pool", "teardown config"]
+
+
+def test_with_lifespan_refuses_bad_arguments() -> None:
+    with pytest.raises(TypeError, match="needs lifespan=smd_lifespan"):
+        with_lifespan(plain_app([]), lifespan=None)
+    with pytest.raises(ValueError, match="inner_lifespan must be 'auto', 'on' or 'off'"):
+        with_lifespan(plain_app([]), lifespan=lifespan_for(make_startup([])), inner_lifespan="yes")  # type: ignore[arg-type]
