@@ -26,7 +26,8 @@ from test_uvicorn_e2e import PATIENCE, REPO, Server, free_port, password_of
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
-FRAMEWORKS = ["litestar", "quart", "django"]
+# FastAPI here through with_lifespan (its lifespan= way is test_uvicorn_e2e.py's).
+FRAMEWORKS = ["litestar", "quart", "django", "fastapi"]
 TARGETS = REPO / "tests" / "targets"
 # The keys of each endpoint's body, as smd._health.evaluate writes them.
 KEYS = {
@@ -35,7 +36,7 @@ KEYS = {
     "livez": {"check", "status", "state", "since", "reasons"},
 }
 # Frameworks smd drives through with_lifespan: their failed start is one line.
-WRAPPED = {"quart", "django"}
+WRAPPED = {"quart", "django", "fastapi"}
 
 
 @pytest.fixture
