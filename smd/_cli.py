@@ -279,7 +279,8 @@ def _cmd_history_transfer(args: argparse.Namespace) -> int:
             file.write_export(args.file, doc)
             n, k = len(doc["targets"]), sum(len(t["samples"]) for t in doc["targets"])
             print(
-                f"smd: exported {n} target{'' if n == 1 else 's'} ({k} samples) from {where}"
+                f"smd: exported {n} target{'' if n == 1 else 's'} "
+                f"({k} sample{'' if k == 1 else 's'}) from {where}"
                 + ("" if args.file == "-" else f" to {args.file}"),
                 file=sys.stderr if args.file == "-" else sys.stdout,
             )

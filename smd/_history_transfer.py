@@ -216,15 +216,19 @@ def import_records(
     return ImportResult(tuple(results), limit)
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def render_import(result: ImportResult, source: str, where: str) -> str:
     """What ``smd history import`` prints: the totals, then one line per target."""
     name = "stdin" if source == "-" else source
     n = len(result.targets)
     lines = [
         f"smd: imported {name} into {where}: {n} target{'' if n == 1 else 's'}, "
-        f"{result.added} samples added, {result.present} already present, "
+        f"{_n(result.added, 'sample')} added, {result.present} already present, "
         f"{result.past_bound} past the bound ({result.bound} per target and series)"
-        + (f", {result.displaced} older samples displaced" if result.displaced else "")
+        + (f", {_n(result.displaced, 'older sample')} displaced" if result.displaced else "")
     ]
     for t in result.targets:
         new = " (new target)" if t.new_target else ""
