@@ -125,7 +125,7 @@ def _history_commands(hist: argparse.ArgumentParser) -> None:
         help="write every target's history to FILE (versioned JSON, no secrets; - for stdout)",
     )
     export.add_argument("file", metavar="FILE", help="where to write (0600); - for stdout")
-    export.add_argument("--env", dest="sub_env", help=env_help)
+    export.add_argument("--env", dest="sub_env", metavar="ENV", help=env_help)
     imp = hsub.add_parser(
         "import",
         help="merge an export into this store (by target; present samples are skipped)",
@@ -133,13 +133,13 @@ def _history_commands(hist: argparse.ArgumentParser) -> None:
     imp.add_argument(
         "file", metavar="FILE", help="a file written by 'smd history export'; - for stdin"
     )
-    imp.add_argument("--env", dest="sub_env", help=env_help)
+    imp.add_argument("--env", dest="sub_env", metavar="ENV", help=env_help)
     rep = hsub.add_parser(
         "replay",
         help="replay recorded starts through the current policy and fixed 600/30/5 s, RFC 6298",
     )
     rep.add_argument("--target", action="append", metavar="T", help="only this target (repeatable)")
-    rep.add_argument("--env", dest="sub_env", help=env_help)
+    rep.add_argument("--env", dest="sub_env", metavar="ENV", help=env_help)
     rep.add_argument("--format", dest="sub_format", choices=["text", "json"], help=_FORMAT_HELP)
 
 

@@ -423,3 +423,37 @@ def test_a_shared_store_that_is_down_is_exit_75_without_falling_back(tmp_path: P
             assert needle not in done.stdout + done.stderr
     assert not (tmp_path / "out.json").exists()
     assert not (tmp_path / "h.sqlite3").exists()  # nothing went to the embedded store instead
+
+
+@pytest.mark.postgres
+def test_a_large_import_into_postgresql_keeps_the_store_bound_in_one_write(
+    pg: PgCluster, store_dsn: str, tmp_path: Path
+) -> None:
+    # 12 targets x (300 ready + 300 attempt) samples: the store keeps 256 per
+    # target and series, so 44 + 44 per target, 1056 in all, are past the bound.
+    schema = f"t{time.time_ns() % 10**12}"
+    source = MemoryHistoryStore(bound=300)
+    names = [f"shop/phase:p{i:02d}@production" for i in range(12)]
+    source.append_many(
+        {
+            name: [Sample(Series.READY, T0 + j, 0.01 * (j % 7)) for j in range(300)]
+            + [Sample(Series.ATTEMPT, T0 + j, 0.001 * (j % 5)) for j in range(300)]
+            for name in names
+        }
+    )
+    write_export(str(tmp_path / "big.json"), export_document(source))
+    shared = {"SMD_HISTORY_URL": store_dsn, "SMD_HISTORY_SCHEMA": schema}
+    done = smd(tmp_path, "history", "import", "big.json", **shared)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0].endswith(
+        "12 targets, 6144 samples added, 0 already present, 1056 past the bound "
+        "(256 per target and series)"
+    )
+    counts = pg.sql(
+        f"SELECT DISTINCT count(*) FROM {schema}.samples GROUP BY target, series", database=DB
+    )
+    assert counts == "256"
+    oldest = pg.sql(f"SELECT min(at) FROM {schema}.samples", database=DB)
+    assert float(oldest) == pytest.approx(T0 + 44)  # the newest 256 were kept
+    again = smd(tmp_path, "history", "import", "big.json", **shared)
+    assert "0 samples added, 6144 already present, 1056 past the bound" in again.stdout
