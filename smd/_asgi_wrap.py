@@ -162,13 +162,10 @@ def with_lifespan(
                     await receive()  # lifespan.shutdown
         except (StartupFailed, StartupInterrupted) as exc:
             # The summary is on stderr already: one line, no traceback.
-            await send(
-                {
-                    "type": "lifespan.startup.failed",
-                    "message": f"smd: startup {exc.report.startup!r} did not start "
-                    f"(exit code {exc.report.exit_code()}); see the summary above",
-                }
-            )
+            # (Only the start raises these; a teardown's errors come as they are.)
+            name, code = exc.report.startup, exc.report.exit_code()
+            text = f"smd: startup {name!r} did not start (exit code {code}); see the summary above"
+            await send({"type": "lifespan.startup.failed", "message": text})
             return
         except Exception as exc:
             kind = "shutdown" if started else "startup"

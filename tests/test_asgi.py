@@ -879,3 +879,21 @@ def test_with_lifespan_refuses_bad_arguments() -> None:
         with_lifespan(plain_app([]), lifespan=None)
     with pytest.raises(ValueError, match="inner_lifespan must be 'auto', 'on' or 'off'"):
         with_lifespan(plain_app([]), lifespan=lifespan_for(make_startup([])), inner_lifespan="yes")  # type: ignore[arg-type]
+
+
+async def test_with_lifespan_teardown_error_is_a_failed_shutdown_with_its_traceback() -> None:
+    startup = Startup("breaks-at-exit")
+
+    async def close(value: Any) -> None:
+        raise RuntimeError("the pool would not close")
+
+    @startup.phase(teardown=close)
+    async def pool(ctx: PhaseContext) -> str:
+        return "hello pool"
+
+    app = with_lifespan(plain_app([]), lifespan=lifespan_for(startup))
+    with pytest.raises(LifespanFailed) as info:
+        async with served(app) as (client, _):
+            assert (await client.get("/readyz")).status_code == 200
+    assert info.value.message["type"] == "lifespan.shutdown.failed"
+    assert "RuntimeError: the pool would not close" in info.value.message["message"]
