@@ -115,7 +115,11 @@ def _parser() -> _Parser:
 def _history_commands(hist: argparse.ArgumentParser) -> None:
     """``smd history export|import|replay``; without one, ``smd history`` shows the view."""
     hsub = hist.add_subparsers(
-        dest="history_command", parser_class=_Parser, metavar="{export,import,replay}"
+        dest="history_command",
+        parser_class=_Parser,
+        metavar="{export,import,replay}",
+        help="carry history over or replay it (smd history COMMAND --help); "
+        "none: show what has been learned",
     )
     # Distinct dests: a subcommand's defaults would overwrite the view's
     # options given before it (`smd history --env staging replay`).
