@@ -1,6 +1,6 @@
 """Settings: the engine's model, the base plugins derive theirs from, and loading.
 
-See the README's Settings section for every variable.
+Every variable is listed in ``docs/reference/settings.md`` (generated from the model).
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """The fault matrix: the single source of what ``smd run`` must do under each fault.
 
 Plain data (:data:`FAULTS`), the rules that turn a fault, an environment and
-a bypass mode into the expected outcome (:func:`expected`), and the README
+a bypass mode into the expected outcome (:func:`expected`), and the docs
 rendering of the same table (:func:`render_fault_matrix_markdown`).
 ``tests/test_fault_matrix.py`` runs the real CLI for every cell and checks it
-against :func:`expected`; a test also checks that README.md carries exactly
-:func:`render_fault_matrix_markdown` between ``<!-- faults:start -->`` and
-``<!-- faults:end -->``.
+against :func:`expected`; a test also checks that the table the docs site
+shows at ``<!-- smd:fault-matrix -->`` in docs/reference/faults.md (rendered
+by docs/_hooks.py) is exactly :func:`render_fault_matrix_markdown`.
 
 This is a specification, written down independently of smd's code: the
 environments' default modes, the exit codes and the kinds a conditional cell
@@ -256,7 +256,7 @@ class Expected:
 
     @property
     def cell(self) -> str:
-        """The README cell: ``degraded (0)``."""
+        """The docs table cell: ``degraded (0)``."""
         return f"{self.state} ({self.exit_code})"
 
 
@@ -295,16 +295,16 @@ _TIMING_TEXT: dict[Timing, str] = {
 
 
 def _column(f: Fault, env: Env | None, mode: Mode, history: History = "none") -> str:
-    """One README cell; a forced mode must give the same outcome in every environment."""
+    """One docs table cell; a forced mode must give the same outcome in every environment."""
     envs = ENVIRONMENTS if env is None else (env,)
     cells = {expected(f, e, mode, history).cell for e in envs}
-    if len(cells) != 1:  # pragma: no cover - guards the README's compact layout
+    if len(cells) != 1:  # pragma: no cover - guards the docs table's compact layout
         raise AssertionError(f"{f.key}/{mode}: outcome differs across environments: {cells}")
     return cells.pop()
 
 
 def render_fault_matrix_markdown() -> str:
-    """The README's fault matrix (state and exit code of ``smd run`` per fault and mode)."""
+    """The docs page's fault matrix (state and exit code of ``smd run`` per fault and mode)."""
     lines = [
         "| fault | made real by | kind | retried | timing | "
         + " | ".join(f"{e} (default: {DEFAULT_MODES[e]})" for e in ENVIRONMENTS)

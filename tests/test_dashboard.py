@@ -15,7 +15,7 @@ failure and bypasses). Then real ``smd history --format json`` and
   from the recorded policy over the history before each start.
 
 ``python tests/test_dashboard.py benchmarks/out/dashboard.png`` rebuilds the
-README's screenshot from the same synthetic history.
+docs' screenshot (docs/observability.md) from the same synthetic history.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ REDIS = target_key("worker", "redis://cache:6379", "staging")
 def synthetic_history(path: Path, now: float, *, fixed: bool = True) -> None:
     """Sixty starts, four hours apart, of three targets (one adaptive, one fixed, one default).
 
-    ``fixed=False`` leaves out the fixed-timeout target (the README's screenshot).
+    ``fixed=False`` leaves out the fixed-timeout target (the docs' screenshot).
     """
     rng = random.Random(7)
     store = SQLiteHistoryStore(path)
@@ -672,11 +672,11 @@ def test_the_health_app_can_serve_the_page_at_smd(
     assert "served/phase:cache@production" in {s["target"] for s in shown["sections"]}
 
 
-# -- the README's screenshot ---------------------------------------------------------------
+# -- the docs' screenshot -----------------------------------------------------------------
 
 
 def screenshot(out: Path) -> None:
-    """The synthetic history's dashboard, 1200x1600, as the README shows it."""
+    """The synthetic history's dashboard, 1200x1600, as docs/observability.md shows it."""
     with tempfile.TemporaryDirectory() as tmp:
         where = Path(tmp)
         history = where / "history.sqlite3"

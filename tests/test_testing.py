@@ -1,4 +1,4 @@
-"""smd.testing and the pytest plugin, used the way the README shows users.
+"""smd.testing and the pytest plugin, used the way docs/testing.md shows users.
 
 The first test is the documented example (docs/testing.md includes it).
 """
