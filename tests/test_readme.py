@@ -94,6 +94,24 @@ def test_a_wrong_password_stops_after_one_attempt_with_78(shop: Path, pg_dsn: st
     assert "not-the-password" not in out.stdout + out.stderr
 
 
+def test_the_own_check_example_is_the_tested_file() -> None:
+    """Issue 15: the README shows how to write a check in under 25 lines, and
+    that example is tests/examples/own_check.py, which the suite runs end to
+    end (tests/test_checks_more.py: through `smd check file` and as a phase)."""
+    section = README.split("## Your own check", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```python\n(.*?)```", section, flags=re.S)
+    assert block is not None
+    code = (ROOT / "tests" / "examples" / "own_check.py").read_text(encoding="utf-8")
+    assert block.group(1) == code.split('"""', 2)[2].lstrip("\n")
+    # The code, blank lines and comments aside, and not counting the imports.
+    lines = [
+        ln
+        for ln in block.group(1).splitlines()
+        if ln.strip() and not ln.strip().startswith("#") and not ln.startswith(("import ", "from "))
+    ]
+    assert len(lines) < 25, len(lines)
+
+
 def test_quickstart_has_exactly_the_two_commands() -> None:
     section = _section("Quickstart")
     block = re.search(r"```sh\n(.*?)```", section, flags=re.S)
