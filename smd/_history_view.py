@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 from smd._deadline import phase_timeout, policy_from_spec
 from smd._encode import SKIP, TIMESTAMP, encode, iso
+from smd._history_file import safe_key
+from smd._redact import redact
 from smd._samples import Sample, Series, TimingHistory
 from smd._settings import Environment, Settings
 from smd._stats import DEFAULT_CONFIDENCE, SuccessRate, quantile, success_rate
@@ -159,7 +161,9 @@ def summarize_history(
     """
     info = info or TargetInfo(target)
     dependency, env = split_target(target)
-    dependency = info.dependency or dependency
+    # Masked as the engine masks a dependency: a key written through a store's
+    # API may hold a secret (the redaction rule leaves "startup/scheme://" alone).
+    dependency = redact(info.dependency) if info.dependency else safe_key(dependency)
     env = info.environment or env
     samples = history.all_samples()
     failures: dict[str, int] = {}
@@ -182,7 +186,7 @@ def summarize_history(
     if hl is None:
         hl = settings.bypass.success_half_life_hours if settings is not None else 72.0
     return TargetSummary(
-        target=target,
+        target=safe_key(target),
         dependency=dependency,
         environment=env,
         counts={s.value: len(history.series(s)) for s in Series},

@@ -305,7 +305,7 @@ def needles(secret: str) -> set[str]:
     }
 
 
-def test_keys_written_with_a_password_through_the_store_api_are_exported_without_it(
+def test_keys_written_with_a_password_through_the_store_api_are_shown_and_exported_without_it(
     tmp_path: Path,
 ) -> None:
     store = SQLiteHistoryStore(tmp_path / "h.sqlite3")
@@ -318,8 +318,19 @@ def test_keys_written_with_a_password_through_the_store_api_are_exported_without
         done = smd(tmp_path, "history", "export", "h.json")
         assert done.returncode == 0, done.stderr
         text = (tmp_path / "h.json").read_text() + done.stdout + done.stderr
+        # Every other view of the same store: smd history (text, JSON, the
+        # dashboard) and the replay.
+        for args in (["--format", "json"], ["--html", "d.html"], ["replay"], []):
+            shown = smd(tmp_path, "history", *args)
+            assert shown.returncode == 0, shown.stderr
+            text += shown.stdout + shown.stderr
+        text += (tmp_path / "d.html").read_text()
+        assert "api/postgresql://app:***@db:5432/app" in text
         for needle in needles(secret):
             assert needle not in text
+    # The masked keys are what an import writes: the secret never reaches a store.
+    result = import_records(MemoryHistoryStore(), read_export(str(tmp_path / "h.json")))
+    assert [t.target for t in result.targets] == ["api/postgresql://app:***@db:5432/app@production"]
 
 
 @pytest.mark.postgres
