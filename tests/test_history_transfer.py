@@ -468,3 +468,17 @@ def test_a_large_import_into_postgresql_keeps_the_store_bound_in_one_write(
     assert float(oldest) == pytest.approx(T0 + 44)  # the newest 256 were kept
     again = smd(tmp_path, "history", "import", "big.json", **shared)
     assert "0 samples added, 6144 already present, 1056 past the bound" in again.stdout
+
+
+def test_an_unusable_history_path_is_exit_75_and_nothing_is_pretended(tmp_path: Path) -> None:
+    # /dev/full is not a regular file: the embedded store is never opened there,
+    # so an import would land nowhere; it says so instead of reporting success.
+    write_export(str(tmp_path / "h.json"), export_document(filled(tmp_path / "a.sqlite3")))
+    done = smd(tmp_path, "history", "import", "h.json", SMD_HISTORY_PATH="/dev/full")
+    assert done.returncode == 75, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert (
+        last
+        == "smd: history import: the history path /dev/full cannot be used (see the warning above)"
+    )
+    assert "samples added" not in done.stdout
