@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, assert_type
 
 import anyio
 import httpx
@@ -501,6 +501,9 @@ async def test_recovered_value_reaches_new_requests_and_the_accessor() -> None:
         with pytest.raises(TypeError, match="phase 'config' returned a str, not a Cache"):
             phase_value(scope, "config", Cache)
         assert phase_value(scope, "config", str) == "conf"
+        # Typed for the checker (mypy runs over the tests): a class gives that type.
+        assert_type(phase_value(scope, "config", str), str)
+        assert_type(phase_value(scope, "cache", Cache, default=None), Cache | None)
         with pytest.raises(LookupError, match="has no phase 'cahce'; its phases: cache, config"):
             phase_value(scope, "cahce", default=None)
         with pytest.raises(LookupError, match="no smd run serves this request"):
