@@ -13,11 +13,15 @@ How, and why each step is there:
 1. **Fast path.** Read the completion record (``<schema>.once_done``). Done:
    skip, without ever calling an advisory-lock function.
 2. **Probe.** On the same short-lived connection, ``pg_try_advisory_lock``:
-   it never waits. Not acquired: re-read the record (a fresh snapshot: the
-   holder commits the record before its session ends), close the
-   connection, sleep with jittered backoff (:class:`smd.retry.Backoff`) and
-   probe again. A waiter holds no connection while it waits, so 200 waiting
-   replicas cost the server a few short sessions per second, not 200 slots.
+   it never waits. Not acquired: close the connection, sleep with jittered
+   backoff (:class:`smd.retry.Backoff`, :data:`WAIT_BACKOFF`) and probe
+   again: a new session that reads the record first (a fresh snapshot: the
+   holder commits the record before its session ends), so that once the
+   work is done a waiter's probe is one statement and takes no lock. A
+   waiter holds no connection while it waits, so 200 waiting replicas cost
+   the server a few short sessions per second, not 200 slots; a probe the
+   server refuses for lack of slots (53300) is a "not yet" like any other,
+   on the same ladder, not a burst of quick retries.
 3. **Hold.** Acquired: re-read the record under the lock (the previous holder
    may have finished between our read and our lock), then run the work on a
    *dedicated* connection (``asyncpg.connect``, never a pooled one: a pool
@@ -69,6 +73,7 @@ from smd.checks._pg_fleet import (
     qualified,
     register_secret_parts,
     replica_identity,
+    storm_code,
     valid_schema,
 )
 from smd.checks._pg_lock_session import (
@@ -178,44 +183,47 @@ class AdvisoryLockCoordinator:
         retry = 0
         first = True
         holder: str | None = None
+        refused: Failure | None = None  # the last probe's, when the server had no slot for it
         while True:
-            conn = await self._connect(key, give_up)
-            try:
-                acquired = False
-                delay = self._delay(retry, anyio.current_time() - began)
+            delay = self._delay(retry, anyio.current_time() - began)
+            conn, refused = await self._probe_connect(key, give_up)
+            if conn is not None:
                 try:
-                    if first:
-                        await self._prepare(conn)
-                        done = await self._record(conn, key)
-                        if done is not None:
-                            return done  # the fast path: no lock function was called
-                        await self._check_session(conn, key, give_up)
-                        first = False
-                    if await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock):
-                        # Re-read under the lock: the holder before us may just have finished.
+                    acquired = False
+                    try:
+                        if first:
+                            await self._prepare(conn)
+                        # The record first: once the work is done, a waiter's
+                        # probe is this one statement and calls no lock function.
                         done = await self._record(conn, key)
                         if done is not None:
                             return done
-                        acquired = True
-                    else:
-                        done = await self._record(conn, key)
-                        if done is not None:
-                            return done
-                        if anyio.current_time() + delay >= give_up - _FINAL_PROBE:
+                        if first:
+                            await self._check_session(conn, key, give_up)
+                            first = False
+                        if await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock):
+                            # Re-read under the lock: the holder may have finished since our read.
+                            done = await self._record(conn, key)
+                            if done is not None:
+                                return done
+                            acquired = True
+                        elif anyio.current_time() + delay >= give_up - _FINAL_PROBE:
                             holder = await lock_holder(conn, lock, prefix=_APP_PREFIX) or holder
-                except PhaseError:
-                    raise
-                except Exception as exc:
-                    failure = self._classified(exc, key)
-                    if not failure.kind.may_heal:
-                        raise PhaseError(failure) from None
-                if acquired:
-                    # Outside the handler above: the work's own exceptions propagate as they are.
-                    return await self._hold(conn, key, lock, work, deadline)
-            finally:
-                await close(conn)
+                    except PhaseError:
+                        raise
+                    except Exception as exc:
+                        failure = self._classified(exc, key)
+                        if not failure.kind.may_heal:
+                            raise PhaseError(failure) from None
+                    if acquired:
+                        # Outside the handler above: the work's own exceptions propagate as they are.
+                        return await self._hold(conn, key, lock, work, deadline)
+                finally:
+                    await close(conn)
             left = give_up - anyio.current_time()
             if left <= _FINAL_PROBE:
+                if refused is not None:
+                    raise PhaseError(failures.unreachable(refused, key, self._where))
                 raise PhaseError(failures.timed_out(key, deadline_seconds, holder, self._where))
             # The last probe comes just before giving up, not after.
             await anyio.sleep(min(delay, left - _FINAL_PROBE))
@@ -229,14 +237,41 @@ class AdvisoryLockCoordinator:
 
     # -- steps ----------------------------------------------------------------------
 
-    async def _connect(self, key: str, deadline: float) -> asyncpg.Connection:
+    async def _probe_connect(
+        self, key: str, deadline: float
+    ) -> tuple[asyncpg.Connection | None, Failure | None]:
+        """A probe's connection, or ``(None, why)`` when the server had no slot for it.
+
+        A refusal for lack of slots (53300, or a server still starting) is a
+        probe that said "not yet". Retried at once (the storm backoff starts
+        again from 20 ms at every probe), each refusal would cost the server
+        that has no slot left a forked backend and a handshake; as a probe,
+        it climbs the probe ladder like any other "not yet".
+        """
+        try:
+            conn = await self._connect(
+                key, deadline, retry_on=lambda f: f.kind.may_heal and not storm_code(f)
+            )
+        except PhaseError as exc:
+            if storm_code(exc.failure) and anyio.current_time() < deadline:
+                return None, exc.failure
+            raise
+        return conn, None
+
+    async def _connect(
+        self,
+        key: str,
+        deadline: float,
+        *,
+        retry_on: Callable[[Failure], bool] = lambda f: f.kind.may_heal,
+    ) -> asyncpg.Connection:
         try:
             return await connect(
                 self.options,
                 deadline=deadline,
                 now=anyio.current_time,
                 sleep=anyio.sleep,
-                retry_on=lambda f: f.kind.may_heal,
+                retry_on=retry_on,
                 rng=self._rng,
                 application_name=f"{_APP_PREFIX}{self.identity}",
                 # No named prepared statements: the pooler check below must be
