@@ -48,6 +48,7 @@ import contextlib
 import json
 import logging
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -69,6 +70,7 @@ from smd.phases import DatabasePhase
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, goal, machine, print_result, table
+from _fleet_trace import REPLICA, ConnectTracer, CpuMeter, decompose, explain, postmaster_pid
 
 sys.path.insert(0, str(ROOT / "tests"))
 TABLE = "fleet_bench_runs"
@@ -80,10 +82,23 @@ _CHILDREN: list[subprocess.Popen[str]] = []
 
 
 async def replica(
-    url: str, key: str, index: int, work_seconds: float, shared: bool, state: Path
+    url: str,
+    key: str,
+    index: int,
+    work_seconds: float,
+    shared: bool,
+    state: Path,
+    *,
+    plain: bool = False,
+    tracer: ConnectTracer | None = None,
 ) -> dict[str, Any]:
-    """One replica's start through the real engine; what happened, for the parent."""
+    """One replica's start through the real engine; what happened, for the parent.
 
+    ``plain``: the same startup with ``migrate`` an ordinary phase that only
+    sleeps (every replica "migrates" at once, no coordination, no bookkeeping
+    connections): what the machine costs a fleet of this shape by itself.
+    """
+    REPLICA.set(index)
     identity = f"{socket.gethostname()}:{os.getpid()}/{index}"
     outcome: dict[str, Any] = {"identity": identity, "pid": os.getpid()}
 
@@ -107,11 +122,19 @@ async def replica(
         await anyio.sleep(work_seconds)
         await mark("completed")
 
-    startup = Startup("fleet")
+    async def sleep(ctx: PhaseContext) -> None:
+        await anyio.sleep(work_seconds)
+
+    startup = Startup("fleet-plain" if plain else "fleet")
     startup.add(DatabasePhase())
-    startup.add(
-        Phase("migrate", migrate, requires=("database",), timeout=120.0, once=True, once_key=key)
-    )
+    if plain:
+        startup.add(Phase("migrate", sleep, requires=("database",), timeout=120.0))
+    else:
+        startup.add(
+            Phase(
+                "migrate", migrate, requires=("database",), timeout=120.0, once=True, once_key=key
+            )
+        )
     # What `smd run` loads from SMD_DATABASE_URL, SMD_HISTORY_URL and a local
     # SMD_HISTORY_PATH of this replica's own (the fallback; fresh each time).
     settings = load_settings(
@@ -128,7 +151,13 @@ async def replica(
     failure = report.failed_phase.failure if report.failed_phase else None
     once = next(p for p in report.phases if p.name == "migrate")
     outcome.update(
-        ran=once.outcome.value == "ok" and not once.note,
+        ran=not plain and once.outcome.value == "ok" and not once.note,
+        started_at=report.started_at,
+        # The instant readiness flipped (the report is built then); the
+        # history write comes after it and is not part of time-to-ready.
+        ready_at=report.started_at + report.duration,
+        database_attempts=len(database.attempts),
+        connects=tracer.of(index) if tracer is not None else [],
         note=once.note,
         database_end=database.end,
         migrate_start=once.start,
@@ -144,19 +173,39 @@ async def replica(
 
 
 def worker(args: argparse.Namespace) -> None:
-    """A worker process: ``--replicas`` replicas started together at ``--start-at``."""
+    """A worker process: ``--replicas`` replicas started together at the instant the parent sends.
+
+    It says ``IMPORTED`` once its interpreter started and imported
+    everything, then waits for the start instant on stdin: every worker of
+    a fleet has imported by then, so the replicas of all processes start
+    together whatever the interpreters' start cost on a loaded machine.
+    """
     structlog.configure(
         wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
     )
     url = os.environ["SMD_DATABASE_URL"]
     state = Path(tempfile.mkdtemp(prefix="smd-bench-replica-"))
+    imported = time.time()  # interpreter start and imports end here
+    tracer = ConnectTracer()
+    tracer.install()
+    print("IMPORTED", flush=True)
+    start_at = float(sys.stdin.readline())
 
     async def main() -> None:
-        await anyio.sleep(max(0.0, args.start_at - time.time()))
+        await anyio.sleep(max(0.0, start_at - time.time()))
 
         async def one(i: int) -> None:
-            result = await replica(url, args.key, i, args.work, not args.no_shared_store, state)
+            result = await replica(
+                url,
+                args.key,
+                i,
+                args.work,
+                not args.no_shared_store,
+                state,
+                plain=args.plain,
+                tracer=tracer,
+            )
             print("RESULT " + json.dumps(result), flush=True)
 
         async with anyio.create_task_group() as tg:
@@ -164,17 +213,20 @@ def worker(args: argparse.Namespace) -> None:
                 tg.start_soon(one, i)
 
     anyio.run(main)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    process = {"imported": imported, "cpu_s": usage.ru_utime + usage.ru_stime}
+    print("PROCESS " + json.dumps(process), flush=True)
 
 
 # -- the parent -------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
-def cluster() -> Iterator[tuple[str, str]]:
-    """(app DSN, superuser DSN): ``SMD_DATABASE_URL`` as both, or a throwaway cluster."""
+def cluster() -> Iterator[tuple[str, str, Path | None]]:
+    """(app DSN, superuser DSN, data directory): ``SMD_DATABASE_URL``, or a throwaway cluster."""
     given = os.environ.get("SMD_DATABASE_URL")
     if given:
-        yield given, given
+        yield given, given, None  # whose server's CPU is then not ours to read
         return
     from pgbed.cluster import PgCluster
 
@@ -183,7 +235,11 @@ def cluster() -> Iterator[tuple[str, str]]:
     pg = PgCluster.create(base, settings={"max_connections": "100", "log_connections": "off"})
     try:
         pg.ensure_app()
-        yield pg.dsn(), pg.dsn("postgres", database=pg.app.database if pg.app else "postgres")
+        yield (
+            pg.dsn(),
+            pg.dsn("postgres", database=pg.app.database if pg.app else "postgres"),
+            pg.data_dir,
+        )
     finally:
         pg.destroy()
 
@@ -220,10 +276,16 @@ class PeakConnections:
 
 
 def launch(
-    url: str, key: str, processes: int, replicas: int, work: float, *, shared: bool = True
+    url: str,
+    key: str,
+    processes: int,
+    replicas: int,
+    work: float,
+    *,
+    shared: bool = True,
+    plain: bool = False,
 ) -> tuple[list[subprocess.Popen[str]], float]:
     """Start the worker processes; all their replicas begin at the returned wall time."""
-    start_at = time.time() + 2.0 + 0.1 * processes  # time to import, so they start together
     env = {**os.environ, "SMD_DATABASE_URL": url}
     argv = [
         sys.executable,
@@ -235,15 +297,27 @@ def launch(
         str(replicas),
         "--work",
         str(work),
-        "--start-at",
-        repr(start_at),
     ]
     if not shared:
         argv.append("--no-shared-store")
+    if plain:
+        argv.append("--plain")
     procs = [
-        subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True) for _ in range(processes)
+        subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for _ in range(processes)
     ]
     _CHILDREN.extend(procs)
+    for proc in procs:  # every interpreter started and imported
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "IMPORTED":
+            raise RuntimeError(f"worker {proc.pid} did not start (exit {proc.wait()})")
+    # A moment for the last write to reach every worker: they all start then.
+    start_at = time.time() + 0.1
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write(f"{start_at!r}\n")
+        proc.stdin.close()
+        proc.stdin = None  # communicate() must not touch the closed pipe
     return procs, start_at
 
 
@@ -305,13 +379,18 @@ def smd_run_results(procs: list[subprocess.Popen[str]], state: Path) -> list[dic
     return results
 
 
-def collect(procs: list[subprocess.Popen[str]]) -> list[dict[str, Any]]:
+def collect(
+    procs: list[subprocess.Popen[str]], processes: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """The replicas' results; each worker's import end and CPU go to ``processes``."""
     results = []
     for proc in procs:
         out, _ = proc.communicate(timeout=600)
-        results += [
-            json.loads(line[7:]) for line in (out or "").splitlines() if line.startswith("RESULT ")
-        ]
+        for line in (out or "").splitlines():
+            if line.startswith("RESULT "):
+                results.append(json.loads(line[7:]))
+            elif line.startswith("PROCESS ") and processes is not None:
+                processes.append(json.loads(line[8:]))
     return results
 
 
@@ -340,32 +419,26 @@ def events(dsn: str, key: str) -> list[tuple[str, str]]:
     ]
 
 
-def fleet(url: str, args: argparse.Namespace) -> dict[str, Any]:
-    stamp = time.time_ns()
-    # One replica alone (a brand-new fleet, nobody else around).
-    if args.via == "smd-run":
-        state = Path(tempfile.mkdtemp(prefix="smd-bench-smd-run-"))
-        procs, t0 = launch_smd_run(url, f"alone/{stamp}", 1, 1, args.work, state)
-        (alone,) = smd_run_results(procs, state)
-    else:
-        procs, t0 = launch(url, f"alone/{stamp}", 1, 1, args.work)
-        (alone,) = collect(procs)
-    alone_time = alone["at"] - t0
-    n = args.processes * args.replicas
-    key = f"fleet/{stamp}"
-    with PeakConnections(args.superuser) as peak:
-        if args.via == "smd-run":
-            state = Path(tempfile.mkdtemp(prefix="smd-bench-smd-run-"))
-            procs, t0 = launch_smd_run(url, key, args.processes, args.replicas, args.work, state)
-            results = smd_run_results(procs, state)
-        else:
-            procs, t0 = launch(url, key, args.processes, args.replicas, args.work)
-            results = collect(procs)
-        ready = sum(1 for r in results if r["ready"])
-        last = max((r["at"] for r in results if r["ready"]), default=t0) - t0
-        # What the engine reported: how many replicas ran the once phase themselves.
-        ran_here = sum(1 for r in results if r.get("ran"))
-    ran = sum(1 for _, e in events(args.superuser, key) if e == "completed")
+def _sessions(dsn: str) -> int:
+    """Sessions the server has opened so far (all databases)."""
+    return int(sql(dsn, "SELECT sum(sessions)::bigint FROM pg_stat_database")[0][0] or 0)
+
+
+def _ready(results: list[dict[str, Any]], t0: float, field: str) -> float:
+    """Seconds from the common start to the last replica's ``field`` instant (ready ones)."""
+    return max((r[field] for r in results if r["ready"]), default=t0) - t0
+
+
+def _run_fleet(
+    url: str, key: str, args: argparse.Namespace, *, plain: bool = False
+) -> dict[str, Any]:
+    """One fleet start (engine workers), with its peak connections, CPU and timeline."""
+    processes: list[dict[str, Any]] = []
+    before = _sessions(args.superuser)
+    with PeakConnections(args.superuser) as peak, CpuMeter(args.server_pid) as cpu:
+        spawned = time.time()
+        procs, t0 = launch(url, key, args.processes, args.replicas, args.work, plain=plain)
+        results = collect(procs, processes)
     work = {
         str(r[0]): float(r[1]) - t0
         for r in sql(
@@ -374,6 +447,66 @@ def fleet(url: str, args: argparse.Namespace) -> dict[str, Any]:
             key,
         )
     }
+    trace = decompose(results, t0, work)
+    trace["processes_imported_s"] = max((p["imported"] - spawned for p in processes), default=0)
+    trace["start_after_spawn_s"] = t0 - spawned
+    trace["workers_cpu_s_each"] = [round(p["cpu_s"], 2) for p in processes]
+    return {
+        "results": results,
+        "t0": t0,
+        "ready": sum(1 for r in results if r["ready"]),
+        "last_ready_s": _ready(results, t0, "ready_at"),
+        "last_returned_s": _ready(results, t0, "at"),
+        "peak_connections": peak.peak,
+        "sessions": _sessions(args.superuser) - before,
+        "cpu": cpu.figures,
+        "work": work,
+        "trace": trace,
+    }
+
+
+def fleet(url: str, args: argparse.Namespace) -> dict[str, Any]:
+    stamp = time.time_ns()
+    n = args.processes * args.replicas
+    key = f"fleet/{stamp}"
+    if args.via == "smd-run":
+        # One replica alone (a brand-new fleet, nobody else around), then the fleet.
+        state = Path(tempfile.mkdtemp(prefix="smd-bench-smd-run-"))
+        procs, t0 = launch_smd_run(url, f"alone/{stamp}", 1, 1, args.work, state)
+        (alone,) = smd_run_results(procs, state)
+        alone_time = alone_ready = alone["at"] - t0
+        with PeakConnections(args.superuser) as peak:
+            state = Path(tempfile.mkdtemp(prefix="smd-bench-smd-run-"))
+            procs, t0 = launch_smd_run(url, key, args.processes, args.replicas, args.work, state)
+            results = smd_run_results(procs, state)
+        run: dict[str, Any] = {
+            "results": results,
+            "ready": sum(1 for r in results if r["ready"]),
+            "last_ready_s": _ready(results, t0, "at"),
+            "last_returned_s": _ready(results, t0, "at"),
+            "peak_connections": peak.peak,
+            "trace": {},
+            "work": {},
+            "cpu": {},
+            "sessions": None,
+        }
+        plain: dict[str, Any] | None = None
+        plain_alone = None
+    else:
+        procs, t0 = launch(url, f"alone/{stamp}", 1, 1, args.work)
+        (alone,) = collect(procs)
+        alone_ready, alone_time = alone["ready_at"] - t0, alone["at"] - t0
+        run = _run_fleet(url, key, args)
+        plain = plain_alone = None
+        if not args.skip_plain:
+            # The same fleet without coordination: every replica sleeps the
+            # work's time itself. Its ratio is what the machine costs.
+            procs, t0 = launch(url, f"plain-alone/{stamp}", 1, 1, args.work, plain=True)
+            (one,) = collect(procs)
+            plain_alone = one["ready_at"] - t0
+            plain = _run_fleet(url, f"plain/{stamp}", args, plain=True)
+    results = run["results"]
+    ran = sum(1 for _, e in events(args.superuser, key) if e == "completed")
     errors = sorted({str(r["error"])[:300] for r in results if r.get("error")})
     # A brand-new replica's first start: with the fleet's shared store, and without.
     if args.via == "smd-run":  # its replicas (fleet_once.py) have no database phase to learn
@@ -383,35 +516,40 @@ def fleet(url: str, args: argparse.Namespace) -> dict[str, Any]:
         (newcomer,) = collect(procs)
         procs, _ = launch(url, f"lonely/{stamp}", 1, 1, 0.01, shared=False)
         (lonely,) = collect(procs)
-    return {
+    out = {
         "replicas": n,
-        "ready": ready,
+        "ready": run["ready"],
         "once_ran": ran,
-        "once_ran_reported": ran_here,
-        "alone_s": alone_time,
-        "fleet_s": last,
-        "ratio": last / alone_time,
-        "peak_connections": peak.peak,
+        "once_ran_reported": sum(1 for r in results if r.get("ran")),
+        "alone_s": alone_ready,
+        "alone_returned_s": alone_time,
+        "fleet_s": run["last_ready_s"],
+        "fleet_returned_s": run["last_returned_s"],
+        "ratio": run["last_ready_s"] / alone_ready,
+        "ratio_returned": run["last_returned_s"] / alone_time,
+        "peak_connections": run["peak_connections"],
+        "sessions": run["sessions"],
+        "cpu": run["cpu"],
         "deadline_shared_s": newcomer["deadline"],
         "deadline_shared_source": newcomer["deadline_source"],
         "deadline_alone_s": lonely["deadline"],
         "deadline_alone_source": lonely["deadline_source"],
         "errors": errors[:8],
-        "phases": _phase_spread(results, t0),
-        "work_started_s": work.get("started"),
-        "work_completed_s": work.get("completed"),
+        "trace": run["trace"],
+        "work_started_s": run["work"].get("started"),
+        "work_completed_s": run["work"].get("completed"),
     }
-
-
-def _phase_spread(results: list[dict[str, Any]], t0: float) -> dict[str, Any]:
-    """Where the fleet's time went: medians and maxima of phase ends (seconds since t0)."""
-    out: dict[str, Any] = {}
-    for name in ("database_end", "migrate_start", "migrate_end"):
-        values = sorted(
-            r["at"] - r["duration"] + r[name] - t0 for r in results if r.get(name) is not None
-        )
-        if values:
-            out[name] = {"median": values[len(values) // 2], "max": values[-1]}
+    if plain is not None and plain_alone is not None:
+        out["plain"] = {
+            "alone_s": plain_alone,
+            "ready": plain["ready"],
+            "fleet_s": plain["last_ready_s"],
+            "ratio": plain["last_ready_s"] / plain_alone,
+            "peak_connections": plain["peak_connections"],
+            "sessions": plain["sessions"],
+            "cpu": plain["cpu"],
+            "trace": plain["trace"],
+        }
     return out
 
 
@@ -452,17 +590,21 @@ def main() -> None:
     parser.add_argument("--work", type=float, default=2.0, help="seconds the once work takes")
     parser.add_argument("--via", choices=["engine", "smd-run"], default="engine")
     parser.add_argument("--skip-sigkill", action="store_true")
+    parser.add_argument(
+        "--skip-plain", action="store_true", help="skip the same fleet without the once phase"
+    )
     parser.add_argument("--format", choices=["text", "json"], default="text")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--key", help=argparse.SUPPRESS)
-    parser.add_argument("--start-at", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--no-shared-store", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args)
         return
-    with cluster() as (url, superuser):
+    with cluster() as (url, superuser, data_dir):
         args.superuser = superuser
+        args.server_pid = postmaster_pid(data_dir)
         sql(
             superuser,
             f"CREATE TABLE IF NOT EXISTS {TABLE} (key text, who text, event text, at timestamptz DEFAULT now())",
@@ -495,6 +637,18 @@ def main() -> None:
         ["one replica alone (s)", f"{f['alone_s']:.2f}", "", ""],
         ["fleet, last ready (s)", f"{f['fleet_s']:.2f}", "", ""],
         ["fleet / alone", f"{f['ratio']:.2f}", "<= 1.2", goal(f["ratio"], 1.2)],
+        [
+            "  the same, to run_startup's return (history written)",
+            f"{f['ratio_returned']:.2f}",
+            "",
+            "",
+        ],
+        [
+            "  the same fleet without the once phase / alone",
+            f"{f['plain']['ratio']:.2f}" if f.get("plain") else "skipped",
+            "",
+            "",
+        ],
         ["peak connections", f["peak_connections"], "<= 90", goal(f["peak_connections"], 90)],
         [
             "first-start deadline, shared store (s)",
@@ -536,6 +690,7 @@ def main() -> None:
         f"{args.work:g}s, via {args.via}; {m['date']}, {m['cpus']} CPUs ({m['cpu']}), load {m['load']}\n"
         + table(["figure", "value", "goal", "verdict"], rows)
         + ("\nerrors: " + "; ".join(f["errors"]) if f["errors"] else "")
+        + ("\n" + explain(f) if f.get("trace") else "")
     )
     print_result(args.format, data, text)
 
