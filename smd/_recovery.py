@@ -13,7 +13,7 @@ ready``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
@@ -52,8 +52,14 @@ async def recover(
     readiness: Readiness,
     origin: float,
     backoff: Backoff | None = None,
+    publish: Callable[[object], None] | None = None,
 ) -> object:
-    """Probe ``phase.recovery`` until it succeeds; return what the successful probe returned."""
+    """Probe ``phase.recovery`` until it succeeds; return what the successful probe returned.
+
+    ``publish`` gets that value (unless it is None or a bool: a yes/no probe
+    has nothing to publish) *before* readiness turns ``ready``, so whoever
+    the readiness change wakes (observers, routes) already finds it.
+    """
     if phase.recovery is None:
         raise ValueError(f"phase {phase.name!r} has no recovery probe")
     recovery = phase.recovery
@@ -125,8 +131,11 @@ async def recover(
     began = origin + (report.start or 0.0)
     seconds = max(0.0, clock.monotonic() - began)
     history.record_success(seconds)
+    value = got[0] if got else None
+    if publish is not None and value is not None and not isinstance(value, bool):
+        publish(value)
     try:
         readiness.recovered(phase.name, time_to_ready=seconds, probes=probes)
     except InvalidTransition as exc:  # a background task must not crash the service
         log.warning("smd.readiness.recover_ignored", error=str(exc))
-    return got[0] if got else None
+    return value

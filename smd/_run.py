@@ -216,7 +216,7 @@ class StartupRun:
         return report
 
     async def _recover(self, phase: Phase, rep: PhaseReport) -> None:
-        value = await recover(
+        await recover(
             phase,
             rep,
             values=self.values,
@@ -226,13 +226,15 @@ class StartupRun:
             history=await self.histories.past(self.histories.key(phase)),
             readiness=self.readiness,
             origin=self._origin,
+            publish=lambda value: self._publish_recovered(phase.name, value),
         )
-        if value is not None and not isinstance(value, bool):
-            # A probe that returns a value (a pool, a client) publishes it like
-            # the phase would have: later requests and teardown can use it.
-            self.values[phase.name] = value
-            self.recovered.add(phase.name)
         await self.histories.persist()
+
+    def _publish_recovered(self, name: str, value: object) -> None:
+        # A probe that returns a value (a pool, a client) publishes it like
+        # the phase would have: later requests and teardown can use it.
+        self.values[name] = value
+        self.recovered.add(name)
 
     async def _progress(self, runner: PhaseRunner) -> None:
         """``PhaseWaiting`` for each running phase, every ``progress_interval`` after it began."""

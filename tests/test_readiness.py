@@ -523,6 +523,39 @@ def gaps(times: Sequence[float]) -> list[float]:
     return [b - a for a, b in itertools.pairwise(times)]
 
 
+async def test_a_recovered_value_is_published_before_readiness_says_ready() -> None:
+    """Whoever the readiness change wakes (a route, the ASGI state, an observer)
+    must already find the value the recovery probe returned."""
+    clock = ManualClock()
+    seen_at_change: list[object] = []
+    run_ref: list[Any] = []
+    ready = anyio.Event()
+    held = anyio.Event()  # the probe answers once the test holds the run
+
+    async def probe(ctx: PhaseContext) -> str:
+        await held.wait()
+        return "pool"
+
+    def observe(event: Event) -> None:
+        if isinstance(event, ReadinessChanged) and event.snapshot.state is S.READY:
+            seen_at_change.append(run_ref[0].values.get("db", "missing"))
+            ready.set()
+
+    startup = startup_of(Phase(name="db", run=down(), recovery=probe))
+    async with lifecycle(
+        startup,
+        settings=load_settings(environment="development"),
+        store=MemoryHistoryStore(),
+        clock=clock,
+        observers=[observe],
+    ) as run:
+        run_ref.append(run)
+        held.set()
+        with anyio.fail_after(10):  # a hang here is a bug, not a slow machine
+            await ready.wait()
+    assert seen_at_change == ["pool"]
+
+
 async def test_recovery_backs_off_then_records_true_time_to_ready() -> None:
     clock = ManualClock()
     store = MemoryHistoryStore()
