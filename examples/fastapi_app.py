@@ -39,7 +39,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from smd import PhaseContext, Startup
-from smd.asgi import health_router, smd_lifespan
+from smd.asgi import health_router, phase_value, smd_lifespan
 from smd.phases import Database, DatabasePhase, MigrationsPhase
 
 startup = Startup("fastapi-example")
@@ -94,12 +94,8 @@ app.include_router(health_router())  # /startupz /readyz /livez
 
 
 def _database(request: Request) -> Database | None:
-    # Published at startup when the phase ended ok (request.state.database);
-    # a database that recovered later is looked up on the run.
-    db = getattr(request.state, "database", None)
-    if db is None:
-        db = request.state.smd.values.get("database")
-    return db if isinstance(db, Database) else None
+    # The run's current value: also a database that recovered after startup.
+    return phase_value(request, "database", Database, default=None)
 
 
 def _unavailable(request: Request, what: str) -> JSONResponse:
