@@ -281,11 +281,9 @@ def _cmd_history_transfer(args: argparse.Namespace) -> int:
         if args.history_command == "export":
             doc = file.export_document(store)
             file.write_export(args.file, doc)
-            n, k = len(doc["targets"]), sum(len(t["samples"]) for t in doc["targets"])
+            # With "-" the document is stdout: the summary goes to stderr.
             print(
-                f"smd: exported {n} target{'' if n == 1 else 's'} "
-                f"({k} sample{'' if k == 1 else 's'}) from {where}"
-                + ("" if args.file == "-" else f" to {args.file}"),
+                file.render_export(doc, args.file, where),
                 file=sys.stderr if args.file == "-" else sys.stdout,
             )
         elif args.history_command == "import":

@@ -41,6 +41,7 @@ __all__ = [
     "export_document",
     "parse_document",
     "read_export",
+    "render_export",
     "safe_key",
     "write_export",
 ]
@@ -129,6 +130,17 @@ def write_export(path: str, doc: Mapping[str, Any]) -> None:
     finally:
         if temporary.exists():
             temporary.unlink()
+
+
+def render_export(doc: Mapping[str, Any], path: str, where: str) -> str:
+    """What ``smd history export`` prints once the file is written."""
+    n = len(doc["targets"])
+    k = sum(len(t["samples"]) for t in doc["targets"])
+    to = "" if path == "-" else f" to {path}"
+    return (
+        f"smd: exported {n} target{'' if n == 1 else 's'} "
+        f"({k} sample{'' if k == 1 else 's'}) from {where}{to}"
+    )
 
 
 # -- reading a file ---------------------------------------------------------------

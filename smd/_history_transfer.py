@@ -15,9 +15,10 @@ transaction in both built-in stores: an import lands whole or not at all.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Final
 
 from smd._encode import DIGITS, encode
 from smd._history_file import TargetRecord
@@ -90,8 +91,32 @@ class ImportResult:
 # -- which store ------------------------------------------------------------------
 
 
+#: A shared store's time budgets for these commands, unless the settings set
+#: them (``SMD_HISTORY_READ_BUDGET`` / ``SMD_HISTORY_WRITE_BUDGET``). The run's
+#: budgets (0.5 s / 2 s) keep a slow store off the readiness path; an
+#: operator's command is off every startup path, and on a loaded server its
+#: first call may create the schema and its write queue behind a fleet's
+#: writers. Ten and thirty seconds allow that and still report a blackholed
+#: store instead of hanging on it.
+TRANSFER_BUDGETS: Final[Mapping[str, float]] = MappingProxyType(
+    {"history_read_budget": 10.0, "history_write_budget": 30.0}
+)
+
+
+def _transfer_budgets(settings: Settings) -> Settings:
+    fields = type(settings).model_fields  # the store plugin's settings, when installed
+    update = {
+        k: v
+        for k, v in TRANSFER_BUDGETS.items()
+        if k in fields and k not in settings.model_fields_set
+    }
+    return settings.model_copy(update=update) if update else settings
+
+
 def open_history(settings: Settings, *, readonly: bool) -> HistoryStore:
     """The store export, import and replay use: the one the settings name, no fallback.
+
+    A shared store gets :data:`TRANSFER_BUDGETS` unless the settings set its budgets.
 
     A run falls back to the embedded store when the shared one fails (it must
     not stop startup); a transfer must not read or write the wrong store, so
@@ -101,7 +126,7 @@ def open_history(settings: Settings, *, readonly: bool) -> HistoryStore:
         raise SettingsError(
             "history is disabled (SMD_HISTORY_ENABLED=false): there is no history store to use"
         )
-    store = open_store(settings, readonly=readonly)
+    store = open_store(_transfer_budgets(settings), readonly=readonly)
     if isinstance(store, FallbackStore):
         return store.primary
     if settings.history_url is not None:

@@ -34,8 +34,9 @@ becoming ready takes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
 from smd._adaptive import AdaptiveTimeout
@@ -55,10 +56,19 @@ if TYPE_CHECKING:
 
 __all__ = ["BASELINES", "PolicyFigures", "TargetReplay", "render_replay", "replay", "replay_store"]
 
+_SAME = "the same deadline at every start"
 #: The baselines every replay shows beside the current policy: 600 s (what
 #: the original system shipped), 30 s and 5 s (common hand-picked values),
 #: and RFC 6298 (what a careful engineer builds without smd).
-BASELINES: Final = ("fixed 600s", "fixed 30s", "fixed 5s", "RFC 6298")
+_BASELINES: Final[Mapping[str, tuple[Callable[[], TimeoutPolicy], str]]] = MappingProxyType(
+    {
+        "fixed 600s": (lambda: FixedTimeout(600.0), _SAME),
+        "fixed 30s": (lambda: FixedTimeout(30.0), _SAME),
+        "fixed 5s": (lambda: FixedTimeout(5.0), _SAME),
+        "RFC 6298": (Rfc6298Timeout, "SRTT + 4 RTTVAR, 1 s to 60 s, doubled on a timeout"),
+    }
+)
+BASELINES: Final = tuple(_BASELINES)
 
 Deadline = Callable[[TimingHistory], float]
 
@@ -194,22 +204,9 @@ def replay_target(
             clock,
         )
     )
-    for name in BASELINES:
+    for name, (make, about) in _BASELINES.items():
         clock = ManualClock(start)
-        policy: TimeoutPolicy = (
-            Rfc6298Timeout() if name == "RFC 6298" else FixedTimeout(float(name[6:-1]))
-        )
-        figures.append(
-            replay(
-                name,
-                "SRTT + 4 RTTVAR, 1 s to 60 s, doubled on a timeout"
-                if name == "RFC 6298"
-                else "the same deadline at every start",
-                policy_deadline(policy),
-                ready,
-                clock,
-            )
-        )
+        figures.append(replay(name, about, policy_deadline(make()), ready, clock))
     return TargetReplay(
         target=safe_key(target),
         environment=env,

@@ -30,6 +30,7 @@ from urllib.parse import quote
 
 import pytest
 from pgbed.cluster import AppCredentials, PgCluster, free_port
+from pgbed.proxy import FaultProxy
 
 from smd import FailureKind
 from smd.exceptions import UsageError
@@ -482,3 +483,20 @@ def test_an_unusable_history_path_is_exit_75_and_nothing_is_pretended(tmp_path: 
         == "smd: history import: the history path /dev/full cannot be used (see the warning above)"
     )
     assert "samples added" not in done.stdout
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_the_commands_budget_is_generous_unless_the_settings_set_one(
+    store_dsn: str, fault_proxy: FaultProxy, tmp_path: Path
+) -> None:
+    # A blackholed store: with SMD_HISTORY_READ_BUDGET set, that budget is the one
+    # used (the command's own default, 10 s, applies only when it is not set).
+    fault_proxy.set_mode("blackhole")
+    url = fault_proxy.dsn(store_dsn)
+    done = smd(tmp_path, "history", "replay", SMD_HISTORY_URL=url, SMD_HISTORY_READ_BUDGET="0.5")
+    assert done.returncode == 75, done.stderr
+    assert done.stderr.strip().splitlines()[-1].endswith("no answer within the read budget of 0.5s")
+    done = smd(tmp_path, "history", "replay", SMD_HISTORY_URL=url)
+    assert done.returncode == 75, done.stderr
+    assert done.stderr.strip().splitlines()[-1].endswith("no answer within the read budget of 10s")
