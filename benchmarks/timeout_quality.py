@@ -98,6 +98,10 @@ ABLATION: dict[str, dict[str, float]] = {
     "prior_dof 4": {"prior_dof": 4.0},
     "prior_dof 16": {"prior_dof": 16.0},
     "target 1%": {"target": 0.01},
+    "explore_budget 0 (off)": {"explore_budget": 0.0},
+    "explore_budget 1.5": {"explore_budget": 1.5},
+    "explore_growth 1.5": {"explore_growth": 1.5},
+    "explore_growth 3": {"explore_growth": 3.0},
 }
 
 

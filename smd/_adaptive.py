@@ -16,6 +16,8 @@ from smd._adaptive_params import (
     _ESTIMATOR_PARAMETERS,
     AGREEMENT,
     CONFIDENCE,
+    EXPLORE_BUDGET,
+    EXPLORE_GROWTH,
     GROWTH,
     HALF_LIFE,
     PATIENCE,
@@ -28,7 +30,7 @@ from smd._adaptive_params import (
     _plural,
     _seconds_arg,
 )
-from smd._adaptive_rules import attempt_deadline, tail_bound, warm_up
+from smd._adaptive_rules import attempt_deadline, exploration, tail_bound, warm_up
 from smd._profiles import InfrastructureProfile
 from smd._samples import TimingHistory
 from smd._settings import Environment, EnvTimeouts
@@ -84,6 +86,14 @@ class AdaptiveTimeout:
        deadline is found, and a dead database costs ``patience`` longer
        deadlines. A lone timeout far beyond the bound (at a floor well above
        every start) costs nothing more.
+    6b. **Exploration.** While the mass put down to dead starts exceeds the
+       target, a pseudo-random share of starts (a hash of the newest sample)
+       waits longer: ``explore_growth^j`` x the deadline, up to the no-data
+       default, the budget split evenly over the levels, so that the mean
+       deadline stays within ``explore_budget`` x the healthy q99 estimate
+       if those timeouts are dead. A slow mode that an explored start
+       catches moves the timeouts' mass onto it. At the floor with a fast
+       body there is no budget: no exploration.
     7. **Warm-up** (fewer than ``min_samples`` samples): the predictive
        ``1 - target`` bound of a log-normal with a weak prior on its spread
        (``prior_sigma``, ``prior_dof``): a Student-t factor, huge with one
@@ -108,13 +118,22 @@ class AdaptiveTimeout:
     256-sample history (~250 starts).
 
     **Limits.** A slow mode that has never been seen (beyond every deadline
-    so far) is, in this data, the same thing as dead starts at the same rate:
-    no estimator can tell them apart without waiting longer, and waiting
-    longer costs every dead start. It is learnt from the warm-up's long
-    deadlines or when it lies within reach of the back-off (``growth`` x the
-    bound); a rarer, farther mode (e.g. 2-5% cold starts at 10-40x the body)
-    stays a false failure. ``benchmarks/timeout_quality.py`` measures this on
-    held-out families.
+    so far) is, in this data, the same thing as dead starts at the same rate
+    (the same body with dead rate ``d + (1 - d) c`` produces the same
+    histories as dead rate ``d`` plus a fraction ``c`` of slow starts, as long
+    as no deadline reaches the slow mode). Only waiting longer tells them
+    apart, and waiting longer costs every dead start: a policy that keeps
+    the dead-start twin within its deadline goal (mean <= max(2 x q99,
+    floor)) can wait until ``E`` on at most a share ``(B - floor) / (E -
+    floor)`` of starts, so it sees the mode only after ~``1 / (share x
+    P(slow <= E))`` slow starts have failed. At the floor with a fast body
+    (2% spikes of 1.5 s over a 30 ms body) that share is 0; for 2-5% cold
+    starts at 10-40x a body near 0.5 s it is ~4-8%, and ~13-28 false
+    failures come before the mode is found. The mode is learnt from the
+    warm-up's long deadlines, from the back-off when it lies within
+    ``growth`` x the bound, and from exploration within its budget; a rarer,
+    farther mode stays a false failure until then.
+    ``benchmarks/timeout_quality.py`` measures this on held-out families.
 
     Per-attempt deadline (``attempt_seconds``), from the ``attempt`` series
     (latencies of single answered attempts; never dead): the same bound plus
@@ -153,6 +172,8 @@ class AdaptiveTimeout:
         run: int = RUN,
         prior_sigma: float = PRIOR_SIGMA,
         prior_dof: float = PRIOR_DOF,
+        explore_budget: float = EXPLORE_BUDGET,
+        explore_growth: float = EXPLORE_GROWTH,
     ) -> None:
         self.default = _seconds_arg("default", default)
         self.floor = _seconds_arg("floor", floor)
@@ -183,6 +204,8 @@ class AdaptiveTimeout:
         self.run = run
         self.prior_sigma = _number("prior_sigma", prior_sigma, 0.0)
         self.prior_dof = _number("prior_dof", prior_dof, 0.0)
+        self.explore_budget = _number("explore_budget", explore_budget, 0.0, inclusive=True)
+        self.explore_growth = _number("explore_growth", explore_growth, 1.0, inclusive=True)
 
     @classmethod
     def from_settings(cls, settings: object, **overrides: object) -> AdaptiveTimeout:
@@ -303,7 +326,23 @@ class AdaptiveTimeout:
             clamp = f"no-data default {cap:g}s (no timeout seen, every start within it)"
         else:
             clamp = f"ceiling {ceiling:g}s"
-        details.update(raw=raw, clamp=clamp)
+        details.update(raw=raw, clamp=clamp, explore=False)
+        if n >= min_samples and successes:
+            explored = exploration(
+                self,
+                values,
+                censored,
+                weights,
+                seconds,
+                floor,
+                min(no_data, cap),
+                ready[-1],
+                details,
+            )
+            if explored is not None:
+                seconds, text = explored
+                stat += text
+                details["explore"] = True
         attempt = attempt_deadline(self, history, seconds, floor, profile, min_samples, details)
         source: TimeoutSource = "default" if n < min_samples and seconds == no_data else "adaptive"
         head = source

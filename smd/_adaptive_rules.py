@@ -8,18 +8,34 @@ the clamps. The statistics themselves are in :mod:`smd._survival`.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from typing import Protocol
 
 from smd._adaptive_params import _plural
 from smd._profiles import InfrastructureProfile
-from smd._samples import TimingHistory
+from smd._samples import Sample, TimingHistory
 from smd._stats import recency_weights
 from smd._survival import QuantileBound, backoff_from, lognormal_prediction_bound, quantile_bound
 from smd.clock import Clock
 
-__all__ = ["Estimator", "attempt_deadline", "describe", "quantile_name", "tail_bound", "warm_up"]
+__all__ = [
+    "Estimator",
+    "attempt_deadline",
+    "describe",
+    "exploration",
+    "quantile_name",
+    "tail_bound",
+    "warm_up",
+]
+
+# The reference of the exploration budget: issue 12's deadline goal is stated
+# against the hindsight q99 of healthy starts, so the budget is too.
+_BUDGET_QUANTILE = 0.99
+# A 64-bit draw from a hash is uniform enough for a share of starts and is
+# the same on every machine and process (unlike hash(), which is salted).
+_DRAW_BITS = 64
 
 
 class Estimator(Protocol):
@@ -37,6 +53,8 @@ class Estimator(Protocol):
     run: int
     prior_sigma: float
     prior_dof: float
+    explore_budget: float
+    explore_growth: float
 
 
 def quantile_name(target: float) -> str:
@@ -128,6 +146,92 @@ def tail_bound(
             largest_success=est.largest_success,
         )
     return stat_value, backoff, stat
+
+
+def exploration(
+    policy: Estimator,
+    values: Sequence[float],
+    censored: Sequence[bool],
+    weights: Sequence[float],
+    seconds: float,
+    low: float,
+    high: float,
+    last: Sample,
+    details: dict[str, object],
+) -> tuple[float, str] | None:
+    """Step 6b: the exploration deadline for this start and its text, or ``None``.
+
+    Timeouts beyond every success are dead starts or a slow mode that no
+    deadline has reached yet; censored at the deadline, the two look the
+    same, so no estimator can tell them apart from this data (the class
+    docstring's *Limits*). Only a longer wait can. While the Kaplan-Meier
+    mass put down to dead starts exceeds the target, some starts get a
+    longer deadline: the levels ``E_j = seconds x explore_growth^j`` (j = 1,
+    2, ...; the last one ``high``, the no-data default), as in a doubling
+    search, since where a slow mode lies is unknown. The budget ``B =
+    max(explore_budget x q99, low)`` (``q99`` the point estimate of the
+    healthy q99 that takes those timeouts for dead starts, ``low`` the floor)
+    is split evenly over the levels: level ``j`` gets a share ``(B -
+    seconds) / (J (E_j - seconds))`` of the starts (near levels cheap and
+    often, far ones rare). So if the timeouts *are* dead the mean deadline
+    stays within ``B``; if some are slow, an explored start may catch one,
+    and a single success beyond them moves their Kaplan-Meier mass onto it
+    and the bound up. At the floor with a fast body (``B <= seconds``) there
+    is nothing to spend: no exploration. Which start explores, and at which
+    level, is a hash of the newest sample: the decision is a pure function of
+    the history.
+    """
+    dead = details.get("dead_mass")
+    if policy.explore_budget <= 0 or not isinstance(dead, float) or dead <= policy.target:
+        return None
+    levels: list[float] = []
+    level = seconds
+    while level < high and policy.explore_growth > 1.0:
+        level = min(level * policy.explore_growth, high)
+        levels.append(level)
+    if policy.explore_growth == 1.0 and high > seconds:
+        levels.append(high)
+    if not levels:
+        return None
+    ref = quantile_bound(
+        values,
+        censored,
+        weights,
+        target=1.0 - _BUDGET_QUANTILE,
+        confidence=0.5,
+        tail_samples=policy.tail_samples,
+        agreement=policy.agreement,
+    )
+    if ref is None:
+        return None
+    budget = max(policy.explore_budget * ref.point, low)
+    spare = max(0.0, budget - seconds) / len(levels)
+    shares = [spare / (e - seconds) for e in levels]
+    scale = min(1.0, 1.0 / sum(shares)) if sum(shares) > 0 else 1.0
+    shares = [x * scale for x in shares]
+    share = math.fsum(shares)
+    details.update(
+        explore_share=share, explore_levels=levels, explore_shares=shares, explore_budget_s=budget
+    )
+    key = f"{last.at!r}/{last.seconds!r}/{last.censored}/{len(values)}".encode()
+    draw = int.from_bytes(hashlib.blake2b(key, digest_size=_DRAW_BITS // 8).digest(), "big")
+    draw_share = draw / 2**_DRAW_BITS
+    chosen = None
+    acc = 0.0
+    for e, x in zip(levels, shares, strict=True):
+        acc += x
+        if draw_share < acc:
+            chosen = e
+            break
+    if chosen is None:
+        return None
+    details["explore_seconds"] = chosen
+    text = (
+        f"; exploring {chosen:.3g}s (one of {len(levels)} levels, {share:.1%} of starts, while "
+        f"{dead:.1%} of the mass is put down to dead starts; budget {budget:.3g}s = "
+        f"max({policy.explore_budget:g} x q99 {ref.point:.3g}s, floor))"
+    )
+    return chosen, text
 
 
 def describe(policy: Estimator, est: QuantileBound) -> str:

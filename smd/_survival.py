@@ -59,8 +59,10 @@ Limit. A slow mode that has never been observed (beyond every deadline so
 far) is, in this data, the same thing as dead starts at the same rate; no
 estimator can tell them apart without waiting longer. :func:`backoff_from`
 waits longer after timeouts near the bound (and after runs of timeouts),
-which finds slow modes just beyond the deadline; a mode far beyond it is
-found only if a long deadline (the warm-up's) saw it.
+which finds slow modes just beyond the deadline; the policy's exploration
+(:func:`smd._adaptive_rules.exploration`) gives a few starts longer deadlines
+within a budget; a mode far beyond it is found only if a long deadline (the
+warm-up's, or an explored start's) saw it.
 
 For a handful of samples (the warm-up), :func:`lognormal_prediction_bound`
 gives the Bayesian predictive ``1 - tau`` bound of a log-normal with a weak

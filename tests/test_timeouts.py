@@ -736,3 +736,133 @@ def test_from_settings_uses_the_environment_bounds_and_profile() -> None:
 def test_fixed_timeout_is_re_exported_and_ignores_history() -> None:
     d = FixedTimeout(5).compute(history(*fast(30)))
     assert (d.seconds, d.source) == (5.0, "fixed")
+
+
+# -- exploration: timeouts beyond every success, dead or a slow mode not reached yet --
+
+
+def _doubtful(clock: ManualClock | None = None) -> TimingHistory:
+    """A 1 s body with 10% of its starts timed out at 2 s: dead, or a slow mode beyond 2 s."""
+    clock = clock or ManualClock()
+    h = TimingHistory(clock=clock)
+    for i, x in enumerate(fast(200, seed=3, median=1.0, sigma=0.2)):
+        clock.advance(60)
+        h.record_success(x)
+        if i % 10 == 0:
+            clock.advance(60)
+            h.record_timeout(2.0)
+    return h
+
+
+def test_exploration_spends_the_budget_on_a_share_of_starts_and_is_a_pure_function() -> None:
+    policy = AdaptiveTimeout(explore_budget=2.0, explore_growth=4.0)
+    plain = AdaptiveTimeout(explore_budget=0.0)
+    explored = 0
+    trials = 300
+    shares = set()
+    for i in range(trials):
+        h = _doubtful()
+        h.record_success(1.0 + i * 1e-6)  # a different newest sample: a different draw
+        base = plain.compute(h, PROD)
+        assert base.details["explore"] is False
+        assert "explore_share" not in base.details
+        d = policy.compute(h, PROD)
+        assert policy.compute(h, PROD) == d  # the same history, the same decision
+        share = float(d.details["explore_share"])  # type: ignore[arg-type]
+        shares.add(round(share, 9))
+        levels = [float(e) for e in d.details["explore_levels"]]  # type: ignore[attr-defined]
+        parts = [float(x) for x in d.details["explore_shares"]]  # type: ignore[attr-defined]
+        # A doubling search (x4 here) from the deadline up to the no-data default.
+        assert levels[0] == pytest.approx(4.0 * base.seconds)
+        assert levels[-1] == 30.0
+        assert all(b == pytest.approx(min(4 * a, 30.0)) for a, b in pairwise(levels))
+        assert sum(parts) == pytest.approx(share)
+        # If the timeouts are dead, the mean deadline stays within the budget.
+        budget = float(d.details["explore_budget_s"])  # type: ignore[arg-type]
+        spent = sum(x * (e - base.seconds) for x, e in zip(parts, levels, strict=True))
+        assert base.seconds + spent == pytest.approx(budget)
+        if d.details["explore"]:
+            explored += 1
+            assert d.seconds in levels
+            assert d.seconds == d.details["explore_seconds"]
+            assert "exploring" in d.explanation
+        else:
+            assert d.seconds == base.seconds
+            assert "exploring" not in d.explanation
+    (share,) = shares  # the newest sample moves the draw, not the share
+    assert 0.05 < share < 1.0
+    assert abs(explored / trials - share) < 4 * math.sqrt(share * (1 - share) / trials)
+
+
+def test_exploration_is_capped_at_the_no_data_default() -> None:
+    ctx = TimeoutContext("production", EnvTimeouts(default=3.0, floor=0.1, ceiling=120.0))
+    policy = AdaptiveTimeout(explore_budget=2.0, explore_growth=50.0)
+    seen = set()
+    for i in range(100):
+        h = _doubtful()
+        h.record_success(1.0 + i * 1e-6)
+        d = policy.compute(h, ctx)
+        if d.details["explore"]:
+            seen.add(d.seconds)
+    assert seen == {3.0}
+
+
+def test_no_exploration_without_doubt_or_without_budget() -> None:
+    clock = ManualClock()
+    h = history(*fast(200, seed=4, median=1.0, sigma=0.2), clock=clock)
+    policy = AdaptiveTimeout(clock=clock, explore_budget=2.0)
+    d = policy.compute(h, PROD)
+    assert d.details["explore"] is False
+    assert "explore_share" not in d.details
+    # A fast body at the floor with dead starts: nothing to spend, whatever the draw.
+    for i in range(100):
+        h = TimingHistory(clock=clock)
+        for j, x in enumerate(fast(200, seed=5, median=0.01, sigma=0.3)):
+            clock.advance(60)
+            h.record_success(x)
+            if j % 10 == 0:
+                h.record_timeout(1.0)
+        h.record_success(0.01 + i * 1e-7)
+        d = policy.compute(h, PROD)
+        assert d.details["explore_share"] == 0.0
+        assert d.seconds == 1.0
+
+
+def test_exploration_finds_a_slow_mode_that_looks_like_dead_starts() -> None:
+    # A 1 s body and 10% slow starts around 8 s, never seen: every one of them
+    # timed out at ~2 s, exactly like a dead start.
+    def draw(rng: random.Random) -> float | None:
+        return (
+            8.0 * math.exp(rng.gauss(0, 0.1))
+            if rng.random() < 0.1
+            else 1.0 * math.exp(rng.gauss(0, 0.2))
+        )
+
+    def run(seed: int, **kw: object) -> tuple[float, bool]:
+        """(false-failure rate, whether a slow start ever succeeded)."""
+        clock = ManualClock()
+        h = _doubtful(clock)
+        policy = AdaptiveTimeout(clock=clock, **kw)  # type: ignore[arg-type]
+        rng = random.Random(seed)
+        failures = 0
+        caught = False
+        for _ in range(400):
+            clock.advance(600)
+            t = policy.compute(h, PROD).seconds
+            x = draw(rng)
+            assert x is not None
+            if x <= t:
+                h.record_success(x)
+                caught = caught or x > 4.0
+            else:
+                failures += 1
+                h.record_timeout(t)
+        return failures / 400, caught
+
+    seeds = (11, 12, 13)
+    blind = [run(s, explore_budget=0.0) for s in seeds]
+    exploring = [run(s, explore_budget=2.0, explore_growth=2.0) for s in seeds]
+    assert not any(caught for _ff, caught in blind)  # written off as dead starts, for ever
+    assert min(ff for ff, _c in blind) > 0.05
+    assert all(caught for _ff, caught in exploring)  # an explored start caught the mode
+    assert sum(ff for ff, _c in exploring) < 0.6 * sum(ff for ff, _c in blind)
