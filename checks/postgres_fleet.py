@@ -114,6 +114,14 @@ __all__ = [
 WAIT_BACKOFF: Final = Backoff(initial=0.05, multiplier=2.0, cap=0.5, jitter="equal")
 STRETCH: Final = 0.2
 STRETCH_CAP: Final = 5.0
+#: A waiter sleeps at least this many times as long as its last probe held a
+#: session (connect to close), so it holds a server slot at most a third of
+#: its wait. On an idle server a probe takes ~10 ms and the ladder above
+#: rules; on one so busy that a probe lasts a second, 200 waiters hold about
+#: 67 slots, not all 100 of a ``max_connections=100`` server: the rest stay
+#: free for the work itself (a migration's own connections) and for the
+#: replicas still starting. Measured in ``benchmarks/fleet.py``.
+_SLOT_SHARE: Final = 2.0
 _HEARTBEAT: Final = 1.0
 # Waiting ends this much before the deadline (like DatabasePhase's attempt loop).
 _MARGIN_FRACTION: Final = 0.05
@@ -185,7 +193,8 @@ class AdvisoryLockCoordinator:
         holder: str | None = None
         refused: Failure | None = None  # the last probe's, when the server had no slot for it
         while True:
-            delay = self._delay(retry, anyio.current_time() - began)
+            asked = anyio.current_time()
+            delay = self._delay(retry, asked - began)
             conn, refused = await self._probe_connect(key, give_up)
             if conn is not None:
                 try:
@@ -220,7 +229,10 @@ class AdvisoryLockCoordinator:
                         return await self._hold(conn, key, lock, work, deadline)
                 finally:
                     await close(conn)
-            left = give_up - anyio.current_time()
+            now = anyio.current_time()
+            # Slots first: see _SLOT_SHARE (a busy server makes each probe long).
+            delay = max(delay, _SLOT_SHARE * (now - asked))
+            left = give_up - now
             if left <= _FINAL_PROBE:
                 if refused is not None:
                     raise PhaseError(failures.unreachable(refused, key, self._where))
