@@ -11,8 +11,9 @@ all the passwords of an example): ``smd plan`` (text, JSON, ``--debug``),
 ``smd run`` ready / failed (28P01) / degraded (refused, development) / exec,
 ``smd check postgres`` ok / wrong password / refused / invalid DSN, a TARGET
 whose import fails with DSN literals on the traceback line (``--debug``), an
-invalid ``SMD_DATABASE_URL``, and ``smd history`` (text, JSON) -- JSON and
-console logs, the report, the trace and the SQLite history file. Every
+invalid ``SMD_DATABASE_URL``, ``smd history`` (text, JSON), ``smd history
+export`` (stdout and a file), ``import`` and ``replay`` (text, JSON) -- JSON and
+console logs, the report, the trace, the SQLite history file and the export. Every
 captured byte is scanned for the password in every escaped form and for the
 token.
 
@@ -319,13 +320,35 @@ def _prove(
         [
             Step("history", ["history"], env("console", []), 0),
             Step("history-json", ["--debug", "history", "--format", "json"], env("json", []), 0),
+            Step("history-export-stdout", ["history", "export", "-"], env("json", []), 0),
+            Step(
+                "history-export-file",
+                ["history", "export", str(work / "exported.json")],
+                env("json", []),
+                0,
+            ),
+            Step("history-replay", ["--debug", "history", "replay"], env("console", []), 0),
+            Step(
+                "history-replay-json", ["history", "replay", "--format", "json"], env("json", []), 0
+            ),
+        ]
+    )
+    # The file just written goes back in (the import's own report is scanned too).
+    seen += _run_all(
+        [
+            Step(
+                "history-import",
+                ["history", "import", str(work / "exported.json")],
+                env("json", []),
+                0,
+            )
         ]
     )
     assert "Traceback" in next(s for s in seen if s.startswith("$ import-error"))
     written = {p.name for p in _files(work)}
     for name in ("ok", "exec", "failed", "all-failed", "degraded"):
         assert {f"r-{name}.json", f"t-{name}.json"} <= written
-    assert "history.sqlite3" in written
+    assert {"history.sqlite3", "exported.json"} <= written
 
     for s in made:
         for text in seen:
