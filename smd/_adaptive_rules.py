@@ -191,6 +191,8 @@ def exploration(
         levels.append(level)
     if policy.explore_growth == 1.0 and high > seconds:
         levels.append(high)
+    if len(levels) >= 2 and levels[-2] * math.sqrt(policy.explore_growth) >= high:
+        del levels[-2]  # within half a step of the default: one level, not two
     if not levels:
         return None
     ref = quantile_bound(
@@ -211,7 +213,10 @@ def exploration(
     shares = [x * scale for x in shares]
     share = math.fsum(shares)
     details.update(
-        explore_share=share, explore_levels=levels, explore_shares=shares, explore_budget_s=budget
+        explore_share=share,
+        explore_levels=tuple(levels),
+        explore_shares=tuple(shares),
+        explore_budget_s=budget,
     )
     key = f"{last.at!r}/{last.seconds!r}/{last.censored}/{len(values)}".encode()
     draw = int.from_bytes(hashlib.blake2b(key, digest_size=_DRAW_BITS // 8).digest(), "big")
