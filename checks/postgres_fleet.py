@@ -104,7 +104,8 @@ __all__ = [
     "plugin",
 ]
 
-#: How waiters space their probes: 50 ms doubling to 0.5 s, equal jitter. A
+#: How waiters space their probes: 50 ms doubling to 0.5 s, equal jitter. On
+#: a server with CPU to spare (see :data:`_SLOT_SHARE` for a busy one), a
 #: waiter notices a finished work at most 0.5 s late and never probes more
 #: than 4 times a second once capped (each probe: one short session). Past
 #: the first seconds of a wait the cap stretches to a fifth of the time
@@ -120,8 +121,12 @@ STRETCH_CAP: Final = 5.0
 #: rules; on one so busy that a probe lasts a second, 200 waiters hold about
 #: 67 slots, not all 100 of a ``max_connections=100`` server: the rest stay
 #: free for the work itself (a migration's own connections) and for the
-#: replicas still starting. Measured in ``benchmarks/fleet.py``.
+#: replicas still starting. Measured in ``benchmarks/fleet.py``. At most
+#: :data:`_SLOT_SHARE_MAX` (the share of a 1-s probe): one probe that sat out
+#: a storm for seconds must not make its waiter notice the work done that
+#: much later (on a server that overloaded, refusals climb the ladder anyway).
 _SLOT_SHARE: Final = 2.0
+_SLOT_SHARE_MAX: Final = 2.0
 _HEARTBEAT: Final = 1.0
 # Waiting ends this much before the deadline (like DatabasePhase's attempt loop).
 _MARGIN_FRACTION: Final = 0.05
@@ -231,7 +236,7 @@ class AdvisoryLockCoordinator:
                     await close(conn)
             now = anyio.current_time()
             # Slots first: see _SLOT_SHARE (a busy server makes each probe long).
-            delay = max(delay, _SLOT_SHARE * (now - asked))
+            delay = max(delay, min(_SLOT_SHARE * (now - asked), _SLOT_SHARE_MAX))
             left = give_up - now
             if left <= _FINAL_PROBE:
                 if refused is not None:
