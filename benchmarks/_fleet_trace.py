@@ -228,20 +228,22 @@ def _cpu(c: dict[str, float], n: int) -> str:
     if not c:
         return "n/a"
     use = c["machine_busy_cpu_s"] / (c["wall_s"] * c["cpus"])
+    runs = c["workers_cpu_s"] - c.get("imports_cpu_s", 0.0)
     return (
         f"{c['machine_busy_cpu_s']:.1f} CPU-s busy in {c['wall_s']:.1f} s wall "
         f"({use:.0%} of {c['cpus']:g} CPUs): replicas' processes {c['workers_cpu_s']:.1f} "
-        f"({1000 * c['workers_cpu_s'] / n:.0f} ms each), PostgreSQL {c['server_cpu_s']:.1f} "
+        f"(their imports {c.get('imports_cpu_s', 0.0):.1f}, then {1000 * runs / n:.0f} ms "
+        f"per replica), PostgreSQL {c['server_cpu_s']:.1f} "
         f"({1000 * c['server_cpu_s'] / n:.0f} ms per replica), anything else "
         f"{c['other_cpu_s']:.1f}"
     )
 
 
 def floor(c: dict[str, float]) -> float:
-    """Wall seconds the fleet's own CPU (its processes and PostgreSQL's) needs on all CPUs at best."""
+    """Wall seconds the replicas' own CPU (theirs after imports, PostgreSQL's) needs on all CPUs."""
     if not c:
         return float("nan")
-    return (c["workers_cpu_s"] + c["server_cpu_s"]) / c["cpus"]
+    return (c["workers_cpu_s"] - c.get("imports_cpu_s", 0.0) + c["server_cpu_s"]) / c["cpus"]
 
 
 def explain(f: dict[str, Any]) -> str:
@@ -272,7 +274,7 @@ def explain(f: dict[str, Any]) -> str:
         "  closing a session took       "
         + ", ".join(f"{k[6:]} {_spread(v)}" for k, v in t.get("close_s", {}).items()),
         f"  CPU                          {_cpu(f['cpu'], n)}",
-        f"  CPU floor                    the fleet's own CPU needs {floor(f['cpu']):.2f} s of "
+        f"  CPU floor                    the replicas' own CPU needs {floor(f['cpu']):.2f} s of "
         f"all CPUs even if nothing else ran = {floor(f['cpu']) / f['alone_s']:.2f} x one "
         "replica alone",
     ]

@@ -187,6 +187,7 @@ def worker(args: argparse.Namespace) -> None:
     url = os.environ["SMD_DATABASE_URL"]
     state = Path(tempfile.mkdtemp(prefix="smd-bench-replica-"))
     imported = time.time()  # interpreter start and imports end here
+    at_import = resource.getrusage(resource.RUSAGE_SELF)
     tracer = ConnectTracer()
     tracer.install()
     print("IMPORTED", flush=True)
@@ -214,7 +215,12 @@ def worker(args: argparse.Namespace) -> None:
 
     anyio.run(main)
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    process = {"imported": imported, "cpu_s": usage.ru_utime + usage.ru_stime}
+    process = {
+        "imported": imported,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        # What the replicas themselves cost, without the interpreter's start.
+        "run_cpu_s": usage.ru_utime + usage.ru_stime - at_import.ru_utime - at_import.ru_stime,
+    }
     print("PROCESS " + json.dumps(process), flush=True)
 
 
@@ -451,6 +457,8 @@ def _run_fleet(
     trace["processes_imported_s"] = max((p["imported"] - spawned for p in processes), default=0)
     trace["start_after_spawn_s"] = t0 - spawned
     trace["workers_cpu_s_each"] = [round(p["cpu_s"], 2) for p in processes]
+    if cpu.figures:
+        cpu.figures["imports_cpu_s"] = sum(p["cpu_s"] - p["run_cpu_s"] for p in processes)
     return {
         "results": results,
         "t0": t0,
@@ -576,6 +584,7 @@ def sigkill(url: str, args: argparse.Namespace) -> dict[str, Any]:
         "work_started": sum(1 for _, e in seen if e == "started"),
         "work_completed": len(completed),
         "completed_by_another": bool(completed) and completed[0] != holder,
+        "errors": sorted({str(r["error"])[:300] for r in others if r.get("error")})[:8],
     }
 
 
@@ -690,6 +699,7 @@ def main() -> None:
         f"{args.work:g}s, via {args.via}; {m['date']}, {m['cpus']} CPUs ({m['cpu']}), load {m['load']}\n"
         + table(["figure", "value", "goal", "verdict"], rows)
         + ("\nerrors: " + "; ".join(f["errors"]) if f["errors"] else "")
+        + ("\nsigkill errors: " + "; ".join(k["errors"]) if k and k["errors"] else "")
         + ("\n" + explain(f) if f.get("trace") else "")
     )
     print_result(args.format, data, text)
