@@ -29,10 +29,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import sys
-import threading
 import traceback
 from collections.abc import Iterable, Mapping
 from types import TracebackType
@@ -41,6 +39,7 @@ from typing import IO, Any
 import structlog
 
 from smd._encode import encode
+from smd._logline import LockedWriter, UtcStamp, add_pid, redact_rendered
 from smd._redact import redact
 
 __all__ = ["SERVER_LOGGERS", "configure_logging", "get_logger", "render_message"]
@@ -281,32 +280,6 @@ def get_logger(name: str = "smd", **bound: Any) -> Any:
 # -- opting in: one pipeline for the process ----------------------------------------
 
 
-def _redact_rendered(_: Any, __: str, rendered: Any) -> Any:
-    """Mask secrets in the finished line: one pass per line, not per field."""
-    return redact(rendered) if isinstance(rendered, str) else rendered
-
-
-def _add_pid(_: Any, __: str, event_dict: Any) -> Any:
-    # Workers of one server (gunicorn -w 4) share a stream: say whose line it is.
-    event_dict["pid"] = os.getpid()
-    return event_dict
-
-
-class _LockedWriter:
-    """One stream shared by structlog and stdlib logging, a line at a time."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self.stream = stream
-        self.lock = threading.Lock()
-
-    def msg(self, message: str) -> None:
-        with self.lock:
-            self.stream.write(message + "\n")
-            self.stream.flush()
-
-    log = debug = info = warn = warning = err = error = critical = exception = fatal = msg
-
-
 def _route_servers(names: Iterable[str]) -> None:
     """Send the servers' records to the root logger (smd's handler) instead of theirs."""
     known = logging.Logger.manager.loggerDict
@@ -349,19 +322,19 @@ def configure_logging(
         if fmt == "console"
         else structlog.processors.JSONRenderer(sort_keys=False)
     )
-    pid: list[Any] = [_add_pid] if fmt != "console" else []
+    pid: list[Any] = [add_pid] if fmt != "console" else []
     numeric = _LEVELS.get(level, logging.INFO)
-    writer = _LockedWriter(out)
+    writer = LockedWriter(out)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            UtcStamp(),
             *pid,
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
             renderer,
-            _redact_rendered,
+            redact_rendered,
         ],
         logger_factory=lambda *args: writer,
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
@@ -381,7 +354,7 @@ def configure_logging(
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
                 renderer,
-                _redact_rendered,
+                redact_rendered,
             ],
         )
     )

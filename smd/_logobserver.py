@@ -71,6 +71,10 @@ class _Redacting:
         self._log = resolve() if callable(resolve) else log
         self._enabled = getattr(self._log, "is_enabled_for", None)
 
+    def enabled(self, level: int) -> bool:
+        """Whether a line at ``level`` would be written (so its fields are worth building)."""
+        return self._enabled is None or bool(self._enabled(level))
+
     def _emit(self, level: int, method: str, event: str, fields: dict[str, Any]) -> None:
         if self._enabled is None or self._enabled(level):
             getattr(self._log, method)(event, **_clean(fields))
@@ -101,7 +105,12 @@ class LogObserver:
 
     def __call__(self, event: Event) -> None:
         log = self.log
-        if isinstance(event, PhaseStarted):
+        if isinstance(event, TimeoutComputed | AttemptMade):
+            # Per phase (and per attempt), at debug: most runs log at info,
+            # so the fields are not even built unless the line is written.
+            if log.enabled(logging.DEBUG):
+                self._detail(event)
+        elif isinstance(event, PhaseStarted):
             log.info(
                 "smd.phase.started",
                 phase=event.phase,
@@ -121,9 +130,15 @@ class LogObserver:
             elif r.outcome is Outcome.SKIPPED:
                 fields["reason"] = r.reason
             log.info("smd.phase.finished", **fields)
-        elif isinstance(event, TimeoutComputed):
+        elif isinstance(event, BypassDecided):
+            self._decided(event)
+        else:
+            self._run_event(event)
+
+    def _detail(self, event: TimeoutComputed | AttemptMade) -> None:
+        if isinstance(event, TimeoutComputed):
             t = event.timeout
-            log.debug(
+            self.log.debug(
                 "smd.timeout.computed",
                 phase=event.phase,
                 target=event.target,
@@ -132,19 +147,15 @@ class LogObserver:
                 source=t.source,
                 explanation=t.explanation,
             )
-        elif isinstance(event, AttemptMade):
+        else:
             a = event.attempt
-            log.debug(
+            self.log.debug(
                 "smd.phase.attempt",
                 phase=event.phase,
                 attempt=a.number,
                 ok=a.ok,
                 duration=_r(a.end - a.start),
             )
-        elif isinstance(event, BypassDecided):
-            self._decided(event)
-        else:
-            self._run_event(event)
 
     def _decided(self, event: BypassDecided) -> None:
         d = event.decision

@@ -119,19 +119,17 @@ class PhaseRunner:
         #: name -> (began, returned) on the event loop's clock, for the watchdog.
         self.spans: dict[str, tuple[float, float | None]] = {}
 
-    async def history_for(self, phase: Phase) -> TimingHistory:
-        """The phase's target history: waited for when its timeout needs it."""
-        key = self.histories.key(phase)
-        if needs_history(phase.timeout_policy()):
-            return await self.histories.past(key)
-        return self.histories.now(key)
-
     async def run(self, phase: Phase, values: Mapping[str, Any]) -> PhaseOutcome:
         """Run ``phase`` once under its deadline; never raises for the phase's own failures."""
         name = phase.name
         key = self.histories.key(phase)
-        history = await self.history_for(phase)
-        timeout = phase_timeout(phase.timeout_policy(), history, self.settings)
+        policy = phase.timeout_policy()
+        # The target's history: waited for only when the timeout is computed from it.
+        if needs_history(policy):
+            history = await self.histories.past(key)
+        else:
+            history = self.histories.now(key)
+        timeout = phase_timeout(policy, history, self.settings)
         self.emit(TimeoutComputed(self.startup, name, key, timeout))
         now = self.clock.monotonic()
         own = now + timeout.seconds
@@ -172,10 +170,10 @@ class PhaseRunner:
         error: BaseException | None = None
         value: Any = None
         note = ""
+        # The deadline lives on the run's clock; the event loop enforces it.
+        loop_start = anyio.current_time()
+        self.spans[name] = (loop_start, None)
         try:
-            # The deadline lives on the run's clock; the event loop enforces it.
-            loop_start = anyio.current_time()
-            self.spans[name] = (loop_start, None)
             with anyio.CancelScope(deadline=loop_start + length) as scope:
                 try:
                     value, note = await self._call(phase, ctx)
@@ -188,10 +186,11 @@ class PhaseRunner:
                     error = exc
         finally:
             self.running.pop(name, None)
-            self.spans[name] = (self.spans.get(name, (0.0, None))[0], anyio.current_time())
+            loop_end = anyio.current_time()
+            self.spans[name] = (loop_start, loop_end)
         end = self.clock.monotonic()
         elapsed = end - now
-        loop_elapsed = anyio.current_time() - loop_start
+        loop_elapsed = loop_end - loop_start
         failure: Failure | None = None
         if scope.cancelled_caught or (error is not None and scope.cancel_called):
             failure = deadline_failure(name, length, source, ctx.attempts, error, elapsed)
