@@ -8,7 +8,9 @@ A throwaway cluster with ``max_connections=100`` is started (or
 an independent run of the real engine with its own connections and local
 state: a ``DatabasePhase``, then ``migrate``, a ``once=True`` phase whose work
 sleeps ``--work`` seconds (the migration) and logs itself in a table. All
-replicas of all processes start at the same wall-clock instant.
+replicas of all processes start at the same wall-clock instant, once every
+worker process has started and imported (their interpreters' start is
+printed, not counted: one replica alone does not pay it either).
 
 What is measured, by ``--via``:
 
@@ -29,8 +31,23 @@ Printed, in one run:
 
 - fleet: how many replicas became ready (goal: all), how many times the
   once work ran (goal: exactly 1), the time until the last replica was ready
-  over one replica's time-to-ready alone (goal <= 1.2), the server's peak
-  connection count (``pg_stat_activity``, sampled every 10 ms; goal <= 90);
+  over one replica's time-to-ready alone (goal <= 1.2; "ready" is the
+  instant the report says so, as ``smd run --report`` gives it; the ratio
+  to ``run_startup``'s return, after the history write, is printed too), the
+  server's peak connection count (``pg_stat_activity``, sampled every 10 ms;
+  goal <= 90);
+- where the fleet's time went (``_fleet_trace.py``): replica by replica,
+  when its run began, its database phase and once phase ended, how long
+  after the completion a waiter saw the work done (its last probe's start
+  and connect), every connection it opened by purpose (database phase,
+  history store, once coordinator, the work) and the 53300 refusals, how
+  long closing took, and the CPU the machine, the replicas and PostgreSQL
+  spent; the "CPU floor" is the replicas' own CPU over the machine's CPUs:
+  the wall time the fleet needs even if nothing waited and nothing else ran;
+- the same fleet without the once phase (``--skip-plain`` leaves it out):
+  every replica sleeps the work's time itself, no coordination. Its ratio
+  is what this machine costs a fleet of this shape; the difference to the
+  fleet's is the coordination's;
 - the first-start deadline of a brand-new replica with the shared store
   against one with an empty local store;
 - sigkill: the process holding the lock is killed (SIGKILL) half-way through
