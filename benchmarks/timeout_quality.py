@@ -29,6 +29,12 @@ families meeting both goals, then the largest worst-case margin
 worst false-failure rate, then the lowest warm-up cost. ``--ablation`` moves
 each remaining constant both ways and reports both sets (2 seeds).
 
+Families that are a body plus a slow mode also get an *identifiability
+bound* (``_identifiability.py``): the expected false-failure rate that no
+policy can beat while it keeps the deadline goal on the family's twin (the
+same body, its slow starts dead instead), which the policy cannot tell from
+the family until a deadline reaches the slow mode.
+
 Policies: fixed 600 s (what the original system shipped), fixed 30 s,
 fixed 5 s, RFC 6298 (SRTT + 4 RTTVAR, 1 s minimum, doubling back-off on a
 timeout), smd's adaptive policy through its public API (``smd.timeouts``,
@@ -60,6 +66,9 @@ from typing import Any, Protocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _identifiability import MIXTURES
+from _identifiability import bound as identifiability_bound
+from _identifiability import table as identifiability_table
 from _traces import FAMILIES, Family, Trace, generate, read_trace
 
 from smd import Environment
@@ -624,6 +633,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         got = evaluate(small, tasks, args.jobs, keep_first=False)
         for k in variants:
             ablation[k] = [r for r in got if r["policy"] == f"smd: {k}"]
+    mixtures = [] if args.trace else [f for f in families if f.name in MIXTURES]
+    limits = {
+        f.name: identifiability_bound(
+            f,
+            MIXTURES[f.name],
+            floor=BOUNDS.floor,
+            default=BOUNDS.default,
+            free=STEADY_AFTER,
+            warm_up=MIN_SAMPLES,
+        )
+        for f in mixtures
+    }
     elapsed = time.perf_counter() - began
     doc: dict[str, Any] = {
         "benchmark": "timeout_quality",
@@ -647,6 +668,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         "rows": _public(rows),
         "ablation": {k: _public(v) for k, v in ablation.items()},
+        "identifiability": limits,
         "elapsed_s": round(elapsed, 2),
     }
     if not args.trace:
@@ -683,6 +705,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(smd_table(mine, title))
         print()
         print(baseline_table(mine, f"{which} baselines"))
+    if mixtures:
+        print()
+        print(
+            identifiability_table(
+                mixtures,
+                floor=BOUNDS.floor,
+                default=BOUNDS.default,
+                free=STEADY_AFTER,
+                warm_up=MIN_SAMPLES,
+            )
+        )
     if ablation:
         print()
         print(ablation_table(ablation))
