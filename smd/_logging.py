@@ -39,7 +39,7 @@ from typing import IO, Any
 import structlog
 
 from smd._encode import encode
-from smd._logline import LockedWriter, UtcStamp, add_pid, redact_rendered
+from smd._logline import JsonDumps, LockedWriter, UtcStamp, add_pid, redact_rendered
 from smd._redact import redact
 
 __all__ = ["SERVER_LOGGERS", "configure_logging", "get_logger", "render_message"]
@@ -320,7 +320,7 @@ def configure_logging(
     renderer: Any = (
         structlog.dev.ConsoleRenderer(colors=False)
         if fmt == "console"
-        else structlog.processors.JSONRenderer(sort_keys=False)
+        else structlog.processors.JSONRenderer(serializer=JsonDumps(), sort_keys=False)
     )
     pid: list[Any] = [add_pid] if fmt != "console" else []
     numeric = _LEVELS.get(level, logging.INFO)

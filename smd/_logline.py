@@ -9,6 +9,7 @@ once per process.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -17,7 +18,7 @@ from typing import IO, Any
 
 from smd._redact import redact
 
-__all__ = ["LockedWriter", "UtcStamp", "add_pid", "redact_rendered"]
+__all__ = ["JsonDumps", "LockedWriter", "UtcStamp", "add_pid", "redact_rendered"]
 
 
 def redact_rendered(_: Any, __: str, rendered: Any) -> Any:
@@ -66,6 +67,26 @@ class UtcStamp:
         micros = nanos // 1000  # floored, as datetime.now() is
         event_dict["timestamp"] = f"{text}.{micros:06d}Z" if micros else f"{text}Z"
         return event_dict
+
+
+class JsonDumps:
+    """``json.dumps`` for ``structlog.processors.JSONRenderer(serializer=...)``, the same text.
+
+    Given ``default=`` (the renderer always passes its fallback),
+    ``json.dumps`` builds a new encoder on every call; this builds it once,
+    from the first call's options (one renderer always passes the same ones).
+    """
+
+    __slots__ = ("_encoder",)
+
+    def __init__(self) -> None:
+        self._encoder: json.JSONEncoder | None = None
+
+    def __call__(self, obj: Any, **options: Any) -> str:
+        encoder = self._encoder
+        if encoder is None:
+            encoder = self._encoder = json.JSONEncoder(**options)
+        return encoder.encode(obj)
 
 
 class LockedWriter:

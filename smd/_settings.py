@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -30,11 +30,15 @@ from pydantic_settings import (
 )
 
 from smd._failures import FailureKind
+from smd._settings_keys import read_toml
 from smd._stats import DEFAULT_HALF_LIFE_HOURS
 from smd._units import seconds as _seconds_value
 from smd.exceptions import SettingsError
 from smd.plugins import profile as _profile
 from smd.plugins import stores
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 __all__ = [
     "ENV_TIMEOUT_DEFAULTS",
@@ -213,6 +217,11 @@ class SettingsBase(BaseSettings):
         frozen=True,
         pyproject_toml_table_header=("tool", "smd"),
         toml_file="smd.toml",
+        # Validators are built when a model is first used, not when it is
+        # defined: load_settings only ever validates the merged class
+        # (settings_class()), so building this one's, and each plugin
+        # model's, at import was work `smd plan` paid for nothing.
+        defer_build=True,
     )
 
     @classmethod
@@ -228,9 +237,27 @@ class SettingsBase(BaseSettings):
             init_settings,
             env_settings,
             dotenv_settings,
-            TomlConfigSettingsSource(settings_cls),
-            PyprojectTomlConfigSettingsSource(settings_cls),
+            _TomlSource(settings_cls),
+            _PyprojectSource(settings_cls),
         )
+
+
+class _TomlSource(TomlConfigSettingsSource):
+    """``smd.toml``, parsed once for the unknown keys and the values (:func:`read_toml`)."""
+
+    def _read_file(self, file_path: Path | Traversable) -> dict[str, Any]:
+        if isinstance(file_path, Path):
+            return read_toml(file_path)
+        return super()._read_file(file_path)
+
+
+class _PyprojectSource(PyprojectTomlConfigSettingsSource):
+    """``[tool.smd]`` of pyproject.toml, parsed once as well."""
+
+    def _read_file(self, file_path: Path | Traversable) -> dict[str, Any]:
+        if isinstance(file_path, Path):
+            return read_toml(file_path)
+        return super()._read_file(file_path)
 
 
 class OtelSettings(BaseModel):

@@ -14,6 +14,7 @@ Variables smd sets itself for the server it execs (``SMD_STARTUP_STATE``,
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 import tomllib
@@ -25,7 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-__all__ = ["NOT_SETTINGS", "SettingsWarning", "UnknownKey", "unknown_keys"]
+__all__ = ["NOT_SETTINGS", "SettingsWarning", "UnknownKey", "read_toml", "unknown_keys"]
 
 
 class SettingsWarning(UserWarning):
@@ -86,15 +87,36 @@ def _closest(word: str, valid: list[str]) -> str | None:
     return found[0] if found else None
 
 
+# path -> ((inode, size, mtime), parsed): the last parse of each settings file.
+_parsed: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """``path`` parsed as TOML, parsed once while the file is unchanged.
+
+    Loading settings reads ``smd.toml`` and ``pyproject.toml`` twice (for the
+    unknown keys, then as pydantic-settings sources; a project's
+    pyproject.toml is a few hundred lines and pure-Python TOML parsing is
+    the costliest part of reading settings): both go through here. Callers
+    get their own copy, so nothing one does to it reaches the other.
+    """
+    with path.open("rb") as fh:
+        stat = os.fstat(fh.fileno())
+        stamp = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        key = os.path.abspath(path)
+        cached = _parsed.get(key)
+        if cached is None or cached[0] != stamp:
+            cached = _parsed[key] = (stamp, tomllib.load(fh))
+    return copy.deepcopy(cached[1])
+
+
 def _files() -> Iterator[tuple[str, Mapping[str, Any]]]:
     toml = Path("smd.toml")
     if toml.is_file():
-        with toml.open("rb") as fh:
-            yield str(toml.absolute()), tomllib.load(fh)
+        yield str(toml.absolute()), read_toml(toml)
     pyproject = Path("pyproject.toml")
     if pyproject.is_file():
-        with pyproject.open("rb") as fh:
-            table = tomllib.load(fh).get("tool", {}).get("smd")
+        table = read_toml(pyproject).get("tool", {}).get("smd")
         if isinstance(table, Mapping):
             yield f"[tool.smd] of {pyproject.absolute()}", table
 

@@ -30,6 +30,8 @@ from smd._profiles import NO_PROFILE, InfrastructureProfile
 from smd.retry import Check
 
 if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
+
     from pydantic import BaseModel
 
 __all__ = [
@@ -142,11 +144,33 @@ class PluginWarning(UserWarning):
     """An installed plugin could not be loaded (it is skipped)."""
 
 
-def _from_entry_points() -> list[Plugin]:
-    from importlib.metadata import entry_points
+def _entry_points() -> list[EntryPoint]:
+    """``importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)``, parsing fewer files.
 
+    The same distributions (the first of each name on ``sys.path``, by the
+    name ``entry_points()`` itself dedupes on), but only the
+    ``entry_points.txt`` files that mention the group are parsed: every
+    command loads the plugins, and parsing every installed package's entry
+    points was about 1 % of what ``smd plan`` executes.
+    """
+    from importlib.metadata import distributions
+
+    seen: set[str] = set()
+    found: list[EntryPoint] = []
+    for dist in distributions():
+        name = getattr(dist, "_normalized_name", None) or dist.name
+        if name in seen:
+            continue
+        seen.add(name)
+        text = dist.read_text("entry_points.txt")
+        if text and ENTRY_POINT_GROUP in text:
+            found.extend(ep for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP)
+    return found
+
+
+def _from_entry_points() -> list[Plugin]:
     out: list[Plugin] = []
-    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+    for ep in sorted(_entry_points(), key=lambda e: e.name):
         try:
             value = ep.load()
         except Exception as exc:  # one broken plugin must not break every command
