@@ -200,7 +200,7 @@ def exploration(
         censored,
         weights,
         target=1.0 - _BUDGET_QUANTILE,
-        confidence=0.5,
+        confidence=0.5,  # the point estimate: the budget is a mean, not a bound
         tail_samples=policy.tail_samples,
         agreement=policy.agreement,
     )
