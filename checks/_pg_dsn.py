@@ -26,7 +26,6 @@ no value can be a piece of a password.
 from __future__ import annotations
 
 import contextlib
-import getpass
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -234,6 +233,8 @@ class Resolved:
 def os_user() -> str:
     """The OS user name (libpq's default user), ``postgres`` when there is none."""
     try:
+        import getpass  # only when the DSN names no user
+
         return getpass.getuser()
     except (KeyError, OSError):  # no passwd entry (some containers)
         return "postgres"

@@ -37,6 +37,7 @@ import anyio
 from anyio.abc import ByteReceiveStream
 
 from smd import Failure, FailureKind
+from smd.checks._accepted import HTTP_ACCEPTED as _ACCEPTED
 from smd.checks._net import (
     Answer,
     Progress,
@@ -46,16 +47,14 @@ from smd.checks._net import (
     misplaced_userinfo,
     split_host_port,
 )
-from smd.plugins import CheckSpec, Plugin
 from smd.retry import ProbeResult
 from smd.secrets import register_secret
 
-__all__ = ["DEFAULT_STATUSES", "HttpCheck", "classify_status", "plugin"]
+__all__ = ["DEFAULT_STATUSES", "HttpCheck", "classify_status"]
 
 #: What counts as ready unless told otherwise: any success or redirect.
 DEFAULT_STATUSES: frozenset[int] = frozenset(range(200, 400))
 
-_ACCEPTED = "an http:// or https:// URL, e.g. http://127.0.0.1:8000/readyz"
 _MAX_HEAD = 64 * 1024
 _STATUS_LINE = re.compile(rb"HTTP/(\d)\.(\d) (\d{3})(?: ([^\r\n]*))?")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -318,17 +317,3 @@ class HttpCheck:
 
     def __repr__(self) -> str:
         return f"HttpCheck({self.target!r}, statuses={describe_statuses(self.statuses)!r})"
-
-
-#: What this module contributes to smd (entry point ``smd.plugins``: ``http``).
-plugin = Plugin(
-    "http",
-    checks=(
-        CheckSpec(
-            "http",
-            HttpCheck.from_target,
-            "one HTTP check: the URL answers GET with a status in 200-399 (no redirects followed)",
-            f"{_ACCEPTED}; https:// trusts the system CAs or SSL_CERT_FILE",
-        ),
-    ),
-)

@@ -30,7 +30,6 @@ from smd import Failure, FailureKind
 from smd.checks._pg_classify import RedactedError, classify
 from smd.checks._pg_connect import close, combine, open_session
 from smd.checks._pg_options import PostgresConfigError, PostgresOptions
-from smd.plugins import CheckSpec, Plugin
 from smd.retry import Backoff, CheckResult, ProbeResult, wait_ready
 from smd.secrets import register_secret
 
@@ -43,7 +42,6 @@ __all__ = [
     "PostgresOptions",
     "RedactedError",
     "classify",
-    "plugin",
     "probe",
 ]
 
@@ -197,17 +195,3 @@ class PostgresCheck:
 
     def __repr__(self) -> str:
         return f"PostgresCheck({self.options.redacted()!r})"
-
-
-#: What this module contributes to smd (entry point ``smd.plugins``: ``postgres``).
-plugin = Plugin(
-    "postgres",
-    checks=(
-        CheckSpec(
-            "postgres",
-            PostgresCheck.from_target,
-            "one PostgreSQL readiness check: a session opens and SELECT 1 answers",
-            "a DSN like postgresql://user@host:5432/dbname (libpq's PG* variables fill gaps)",
-        ),
-    ),
-)

@@ -55,7 +55,6 @@ import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -87,8 +86,8 @@ from smd.checks._pg_lock_session import (
     write_record,
 )
 from smd.checks._pg_options import PostgresOptions
-from smd.checks.postgres_store import PostgresHistoryStore, open_store
-from smd.plugins import OnceOutcome, Plugin
+from smd.checks.postgres_store import PostgresHistoryStore
+from smd.plugins import OnceOutcome
 from smd.retry import Backoff
 
 if TYPE_CHECKING:
@@ -101,7 +100,6 @@ __all__ = [
     "PostgresHistoryStore",
     "coordinator_factory",
     "lock_id",
-    "plugin",
 ]
 
 #: How waiters space their probes: 50 ms doubling to 0.5 s, equal jitter. On
@@ -398,14 +396,3 @@ def coordinator_factory(settings: Any) -> AdvisoryLockCoordinator | None:
     if url is None:
         return None
     return AdvisoryLockCoordinator(url, schema=fleet.history_schema)
-
-
-#: What the fleet contributes to smd (entry point ``smd.plugins``: ``fleet``): its
-#: settings, the PostgreSQL history store (``SMD_HISTORY_URL=postgresql://...``)
-#: and the once-per-fleet coordinator.
-plugin = Plugin(
-    "fleet",
-    settings=(FleetSettings,),
-    stores=MappingProxyType({"postgresql": open_store, "postgres": open_store}),
-    coordinator=coordinator_factory,
-)

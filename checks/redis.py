@@ -29,6 +29,7 @@ import anyio
 from anyio.abc import ByteStream
 
 from smd import Failure, FailureKind
+from smd.checks._accepted import REDIS_ACCEPTED as _ACCEPTED
 from smd.checks._net import (
     Answer,
     Progress,
@@ -38,17 +39,11 @@ from smd.checks._net import (
     misplaced_userinfo,
     split_host_port,
 )
-from smd.plugins import CheckSpec, Plugin
 from smd.retry import ProbeResult
 from smd.secrets import register_secret
 
-__all__ = ["RedisCheck", "RedisError", "classify_error", "plugin"]
+__all__ = ["RedisCheck", "RedisError", "classify_error"]
 
-# In words: a URL with a password in it would be masked in every message.
-_ACCEPTED = (
-    "redis://HOST[:PORT][/DB] (rediss:// for TLS), with USER:PASSWORD@ or :PASSWORD@ "
-    "before HOST for AUTH"
-)
 _DEFAULT_PORT = 6379
 _MAX_LINE = 64 * 1024
 _INFRA = FailureKind.INFRASTRUCTURE
@@ -271,17 +266,3 @@ class _NotRedis(Exception):
     def __init__(self, failure: Failure) -> None:
         super().__init__(failure.message)
         self.failure = failure
-
-
-#: What this module contributes to smd (entry point ``smd.plugins``: ``redis``).
-plugin = Plugin(
-    "redis",
-    checks=(
-        CheckSpec(
-            "redis",
-            RedisCheck.from_target,
-            "one Redis check: AUTH and SELECT from the URL, then PING answers PONG",
-            f"{_ACCEPTED}; rediss:// trusts the system CAs or SSL_CERT_FILE",
-        ),
-    ),
-)

@@ -16,13 +16,11 @@ contributes ``smd check tcp HOST:PORT``::
 
 from __future__ import annotations
 
+from smd.checks._accepted import TCP_ACCEPTED as _ACCEPTED
 from smd.checks._net import Answer, Progress, attempt, connect, format_host, split_host_port
-from smd.plugins import CheckSpec, Plugin
 from smd.retry import ProbeResult
 
-__all__ = ["TcpCheck", "plugin"]
-
-_ACCEPTED = "host:port, [ipv6]:port or tcp://host:port"
+__all__ = ["TcpCheck"]
 
 
 class TcpCheck:
@@ -64,17 +62,3 @@ class TcpCheck:
 
     def __repr__(self) -> str:
         return f"TcpCheck({self.target!r})"
-
-
-#: What this module contributes to smd (entry point ``smd.plugins``: ``tcp``).
-plugin = Plugin(
-    "tcp",
-    checks=(
-        CheckSpec(
-            "tcp",
-            TcpCheck.from_target,
-            "one TCP check: the port accepts a connection",
-            _ACCEPTED,
-        ),
-    ),
-)

@@ -12,11 +12,12 @@ from typing import Any
 from pydantic import SecretStr, field_validator
 
 from smd.checks._pg_options import PostgresConfigError, PostgresOptions
+from smd.plugins import Plugin
 from smd.secrets import register_secret
 from smd.settings import SettingsBase
 from smd.timeouts import InfrastructureProfile
 
-__all__ = ["PROFILES", "DatabaseSettings"]
+__all__ = ["PROFILES", "DatabaseSettings", "plugin"]
 
 # (No user:password@ in the example: a password there would be masked like any other.)
 _URL_FORM = (
@@ -130,3 +131,10 @@ PROFILES: tuple[InfrastructureProfile, ...] = (
         "connections are refused until it listens.",
     ),
 )
+
+
+#: What the database phase contributes to smd (entry point ``smd.plugins``:
+#: ``database``): the ``SMD_DATABASE_URL`` setting and the cloud profiles. Here,
+#: not in :mod:`smd.phases.database`: every command loads the plugins, and this
+#: module does not import the PostgreSQL check.
+plugin = Plugin("database", settings=(DatabaseSettings,), profiles=PROFILES)

@@ -36,9 +36,8 @@ from smd import Failure, FailureKind, InvalidPlan, Phase, PhaseContext, PhaseErr
 from smd.bypass import BypassPolicy
 from smd.checks.postgres import PostgresCheck, PostgresConfigError, PostgresOptions, probe
 from smd.phases._database_value import Database
-from smd.phases._settings import PROFILES, DatabaseSettings
+from smd.phases._settings import DatabaseSettings
 from smd.phases._waiting import WaitLog, wait_budget
-from smd.plugins import Plugin
 from smd.retry import Backoff, CheckResult
 from smd.timeouts import (
     AdaptiveTimeout,
@@ -51,11 +50,7 @@ from smd.timeouts import (
 if TYPE_CHECKING:
     import asyncpg
 
-__all__ = ["Database", "DatabasePhase", "DatabaseSettings", "plugin"]
-
-#: What the database phase contributes to smd (entry point ``smd.plugins``:
-#: ``database``): the ``SMD_DATABASE_URL`` setting and the cloud profiles.
-plugin = Plugin("database", settings=(DatabaseSettings,), profiles=PROFILES)
+__all__ = ["Database", "DatabasePhase", "DatabaseSettings"]
 
 
 def _later_attempt_seconds(decision: TimeoutDecision) -> float | None:

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 from smd._failures import Failure, FailureKind
 from smd._phase import Phase, PhaseContext, PhaseLike
 from smd._plan import Plan
-from smd._report import Outcome, PhaseReport, Report, State
 from smd._settings import Environment, Settings
 from smd._settings_load import load_settings
 from smd._startup import Startup
@@ -25,10 +24,11 @@ from smd.exceptions import InvalidPlan, PhaseError, SettingsError, SmdError, Sta
 
 if TYPE_CHECKING:
     from smd._lifecycle import lifecycle, run_startup
+    from smd._report import Outcome, PhaseReport, Report, State
     from smd._run import StartupRun
     from smd.events import Observer
 
-# The run-time half (the driver, the runner, events, observers) is imported
+# The run-time half (the driver, the runner, events, observers, the report) is imported
 # on first use: `smd plan` never runs a phase, and importing it eagerly cost
 # `smd plan` about 10 ms of its ~50 ms over the bare dependencies
 # (benchmarks/cold_start.py, issue 10's cold-start goal).
@@ -37,6 +37,10 @@ _RUNTIME = {
     "run_startup": "smd._lifecycle",
     "StartupRun": "smd._run",
     "Observer": "smd.events",
+    "Outcome": "smd._report",
+    "PhaseReport": "smd._report",
+    "Report": "smd._report",
+    "State": "smd._report",
 }
 
 __all__ = [

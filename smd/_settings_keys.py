@@ -15,7 +15,6 @@ Variables smd sets itself for the server it execs (``SMD_STARTUP_STATE``,
 from __future__ import annotations
 
 import copy
-import difflib
 import os
 import tomllib
 import typing
@@ -83,6 +82,8 @@ def _walk(
 
 
 def _closest(word: str, valid: list[str]) -> str | None:
+    import difflib  # only for a key that is wrong
+
     found = difflib.get_close_matches(word.lower(), valid, n=1, cutoff=0.6)
     return found[0] if found else None
 

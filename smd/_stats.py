@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from statistics import NormalDist
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -131,6 +130,8 @@ def wilson_lower_bound(successes: float, n: float, confidence: float = DEFAULT_C
         return 0.0
     s = min(max(successes, 0.0), n)
     f = n - s
+    from statistics import NormalDist  # only the bound needs it, not every importer
+
     z = NormalDist().inv_cdf(confidence)
     z2 = z * z
     lower = (s + z2 / 2.0 - z * math.sqrt(s * f / n + z2 / 4.0)) / (n + z2)

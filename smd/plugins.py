@@ -27,12 +27,13 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from smd._profiles import NO_PROFILE, InfrastructureProfile
-from smd.retry import Check
 
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
 
     from pydantic import BaseModel
+
+    from smd.retry import Check
 
 __all__ = [
     "ENTRY_POINT_GROUP",

@@ -93,12 +93,12 @@ def test_the_wheel_installs_one_top_level_package(wheel: Path) -> None:
     assert "smd/checks/py.typed" in names
     assert entry_points["console_scripts"]["smd"] == "smd._cli:main"
     assert dict(entry_points["smd.plugins"]) == {
-        "database": "smd.phases.database:plugin",
-        "fleet": "smd.checks.postgres_fleet:plugin",
-        "http": "smd.checks.http:plugin",
-        "postgres": "smd.checks.postgres:plugin",
-        "redis": "smd.checks.redis:plugin",
-        "tcp": "smd.checks.tcp:plugin",
+        "database": "smd.phases._settings:plugin",
+        "fleet": "smd.checks._plugins:fleet",
+        "http": "smd.checks._plugins:http",
+        "postgres": "smd.checks._plugins:postgres",
+        "redis": "smd.checks._plugins:redis",
+        "tcp": "smd.checks._plugins:tcp",
     }
     assert entry_points["pytest11"]["smd"] == "smd._pytest_plugin"
     assert "Name: smd-startup" in metadata

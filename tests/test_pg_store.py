@@ -312,14 +312,24 @@ def test_a_kept_connection_that_was_terminated_is_replaced(
 
 
 def test_the_plugin_registers_the_store_for_both_schemes(store_dsn: str) -> None:
-    assert store_factory("postgresql") is open_store
-    assert store_factory("postgres") is open_store
     os.environ.setdefault("SMD_HISTORY_SCHEMA", "smd")
-    made = open_store(store_dsn, load_settings(history_read_budget=0.25))
+    settings = load_settings(history_read_budget=0.25)
+    for scheme in ("postgresql", "postgres"):
+        factory = store_factory(scheme)
+        assert factory is not None, scheme
+        # The plugin's factory is lazy (it imports the store when called) and
+        # builds what open_store builds, from the settings.
+        made = factory(store_dsn.replace("postgresql://", f"{scheme}://", 1), settings)
+        try:
+            assert isinstance(made, PostgresHistoryStore)
+            assert (made.schema, made.read_budget, made.write_budget) == ("smd", 0.25, 2.0)
+        finally:
+            made.close()
+    direct = open_store(store_dsn, settings)
     try:
-        assert (made.schema, made.read_budget, made.write_budget) == ("smd", 0.25, 2.0)
+        assert (direct.schema, direct.read_budget) == ("smd", 0.25)
     finally:
-        made.close()
+        direct.close()
     with pytest.raises(ValueError, match="scheme") as err:
         PostgresHistoryStore("mysql://u:pw-xyz@h/db")
     assert "pw-xyz" not in str(err.value)
