@@ -74,7 +74,7 @@ from _traces import FAMILIES, Family, Trace, generate, read_trace
 from smd import Environment
 from smd.clock import ManualClock
 from smd.settings import TimeoutSettings
-from smd.timeouts import AdaptiveTimeout, TimeoutContext, TimingHistory
+from smd.timeouts import AdaptiveTimeout, Rfc6298Timeout, TimeoutContext, TimingHistory
 
 OUT = Path(__file__).resolve().parent / "out"
 GOAL_FF = 0.01
@@ -137,26 +137,20 @@ class Fixed:
 
 
 class Rfc6298:
-    """RFC 6298's retransmission timer applied to time-to-ready."""
+    """RFC 6298's retransmission timer applied to time-to-ready (smd's own
+    ``Rfc6298Timeout``, run live: the baseline ``smd history replay`` prints)."""
 
     def __init__(self) -> None:
-        self.srtt: float | None = None
-        self.rttvar = 0.0
-        self.rto = 1.0  # (2.1) initial RTO
+        self.timer = Rfc6298Timeout().timer()
 
     def deadline(self) -> float:
-        return self.rto
+        return self.timer.rto
 
     def success(self, seconds: float) -> None:
-        if self.srtt is None:  # (2.2)
-            self.srtt, self.rttvar = seconds, seconds / 2
-        else:  # (2.3), alpha 1/8, beta 1/4
-            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - seconds)
-            self.srtt = 0.875 * self.srtt + 0.125 * seconds
-        self.rto = min(max(self.srtt + 4 * self.rttvar, 1.0), 60.0)  # (2.4) min 1 s, (2.5) max
+        self.timer.success(seconds)
 
     def timeout(self, seconds: float) -> None:
-        self.rto = min(self.rto * 2, 60.0)  # (5.5) back off
+        self.timer.timeout()
 
 
 class Smd:

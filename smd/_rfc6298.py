@@ -21,7 +21,7 @@ from smd._samples import TimingHistory
 from smd._timeout_base import TimeoutContext, TimeoutDecision
 from smd._units import seconds as _seconds
 
-__all__ = ["Rfc6298Timeout"]
+__all__ = ["Rfc6298Timeout", "Rfc6298Timer"]
 
 #: (2.1): "Until a round-trip time (RTT) measurement has been made ... the
 #: sender SHOULD set RTO <- 1 second".
@@ -36,6 +36,39 @@ MAXIMUM: Final = 60.0
 _ALPHA: Final = 0.125
 _BETA: Final = 0.25
 _K: Final = 4.0
+
+
+class Rfc6298Timer:
+    """The timer itself, one start at a time: what a live baseline runs.
+
+    :meth:`Rfc6298Timeout.compute` folds a history through one of these, so
+    a replay and a live run over the same starts give the same deadlines.
+    """
+
+    __slots__ = ("backoffs", "maximum", "measured", "minimum", "rto", "rttvar", "srtt")
+
+    def __init__(self, *, initial: float, minimum: float, maximum: float) -> None:
+        self.minimum, self.maximum = minimum, maximum
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+        self.rto = min(max(initial, minimum), maximum)  # (2.1)
+        self.measured = self.backoffs = 0
+
+    def success(self, seconds: float) -> None:
+        """A measured time to ready: (2.2) the first, (2.3) the next ones, then (2.4)."""
+        self.measured += 1
+        self.backoffs = 0
+        if self.srtt is None:
+            self.srtt, self.rttvar = seconds, seconds / 2
+        else:  # RTTVAR first, with the SRTT before this measurement
+            self.rttvar = (1 - _BETA) * self.rttvar + _BETA * abs(self.srtt - seconds)
+            self.srtt = (1 - _ALPHA) * self.srtt + _ALPHA * seconds
+        self.rto = min(max(self.srtt + _K * self.rttvar, self.minimum), self.maximum)
+
+    def timeout(self) -> None:
+        """A start that timed out: (5.5) back off the timer."""
+        self.rto = min(self.rto * 2, self.maximum)
+        self.backoffs += 1
 
 
 class Rfc6298Timeout:
@@ -59,24 +92,14 @@ class Rfc6298Timeout:
         self, history: TimingHistory, context: TimeoutContext | None = None
     ) -> TimeoutDecision:
         """The timer's value after the ``ready`` series, oldest first."""
-        srtt: float | None = None
-        rttvar = 0.0
-        rto = min(max(self.initial, self.minimum), self.maximum)
-        measured = backoffs = 0
+        timer = self.timer()
         for sample in history.ready:
             if sample.censored or sample.seconds is None:
-                rto = min(rto * 2, self.maximum)  # (5.5) back off the timer
-                backoffs += 1
-                continue
-            measured += 1
-            backoffs = 0
-            r = sample.seconds
-            if srtt is None:  # (2.2) the first measurement
-                srtt, rttvar = r, r / 2
-            else:  # (2.3) RTTVAR first, with the SRTT before this measurement
-                rttvar = (1 - _BETA) * rttvar + _BETA * abs(srtt - r)
-                srtt = (1 - _ALPHA) * srtt + _ALPHA * r
-            rto = min(max(srtt + _K * rttvar, self.minimum), self.maximum)
+                timer.timeout()
+            else:
+                timer.success(sample.seconds)
+        srtt, rttvar, rto = timer.srtt, timer.rttvar, timer.rto
+        measured, backoffs = timer.measured, timer.backoffs
         if srtt is None and backoffs == 0:
             return TimeoutDecision(rto, "default", f"RFC 6298 initial RTO {rto:g}s: no sample yet")
         base = "no measurement" if srtt is None else f"SRTT {srtt:.3g}s + 4 x RTTVAR {rttvar:.3g}s"
@@ -87,6 +110,10 @@ class Rfc6298Timeout:
             f"RFC 6298 RTO {rto:.3g}s from {measured} measured starts: {base}{doubled} "
             f"(min {self.minimum:g}s, max {self.maximum:g}s)",
         )
+
+    def timer(self) -> Rfc6298Timer:
+        """A fresh timer with this policy's parameters (a live baseline)."""
+        return Rfc6298Timer(initial=self.initial, minimum=self.minimum, maximum=self.maximum)
 
     def spec(self) -> dict[str, object]:
         """The constructor arguments."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 from smd._adaptive import AdaptiveTimeout
 from smd._deadline import attempt_split, phase_timeout, policy_spec, timeout_context
 from smd._profiles import InfrastructureProfile
+from smd._rfc6298 import Rfc6298Timeout
 from smd._samples import Sample, Series, TimingHistory
 from smd._timeout_base import (
     FixedTimeout,
@@ -38,6 +39,7 @@ __all__ = [
     "AdaptiveTimeout",
     "FixedTimeout",
     "InfrastructureProfile",
+    "Rfc6298Timeout",
     "Sample",
     "Series",
     "TimeoutContext",
