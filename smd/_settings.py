@@ -269,7 +269,7 @@ class OtelSettings(BaseModel):
 
 
 class Settings(SettingsBase):
-    """Everything smd's engine can be told. See the README's Settings section.
+    """Everything smd's engine can be told. Every variable: ``docs/reference/settings.md``.
 
     :func:`load_settings` returns an instance of a subclass that also holds
     the fields plugins own (``database_url`` with the PostgreSQL plugin).

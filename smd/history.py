@@ -3,7 +3,11 @@
 The embedded default is SQLite (:class:`SQLiteHistoryStore`, from the
 settings with :func:`open_store`); :class:`MemoryHistoryStore` keeps nothing
 beyond the process; anything implementing :class:`HistoryStore` can serve a
-fleet. :func:`summarize` is what ``smd history`` shows.
+fleet. :func:`summarize` is what ``smd history`` shows. A store of your own
+shares the built-in stores' rules: :func:`storable_batches` (what may be
+written, in a fixed key order), :func:`sample_from_row` (a stored row back to
+a sample, skipping what this version cannot read) and :func:`with_memory`
+(stored samples plus those kept while the store was unavailable).
 
 Carrying history over (``smd history export`` / ``import``):
 :func:`export_document` is the versioned JSON document of a store,

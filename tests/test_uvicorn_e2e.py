@@ -256,8 +256,8 @@ def test_sigterm_during_a_blackholed_startup_tears_down_and_exits(
 def test_dockerfile_gate_execs_uvicorn_in_the_same_process(
     serve: Any, pg_dsn: str, tmp_path: Path
 ) -> None:
-    # The documented gate for a server without an smd lifespan (README,
-    # "As a container entrypoint"), around the Dockerfile's own CMD.
+    # The documented gate for a server without an smd lifespan
+    # (docs/ways-in/container.md), around the Dockerfile's own CMD.
     text = (REPO / "examples" / "Dockerfile").read_text()
     entrypoint = ["smd", "run", "examples/fastapi_app.py:startup", "--"]
     cmd = json.loads(text.split("\nCMD ", 1)[1].split("\n", 1)[0])
