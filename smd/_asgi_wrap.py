@@ -18,6 +18,7 @@ does) is taken as not supporting it, as uvicorn's ``--lifespan auto`` does.
 
 from __future__ import annotations
 
+import logging
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from contextlib import asynccontextmanager
@@ -29,7 +30,46 @@ from smd._asgi_state import RUN_STATE_KEY, catch_up
 from smd._health import CHECKS, ASGIApp, Receive, Scope, Send, health_app, route_path
 from smd.exceptions import StartupFailed, StartupInterrupted
 
-__all__ = ["with_lifespan"]
+__all__ = ["did_not_start", "quiet_server_traceback", "with_lifespan"]
+
+
+def did_not_start(exc: StartupFailed | StartupInterrupted) -> str:
+    """The one line a server logs for a start smd stopped (the summary is on stderr already)."""
+    name, code = exc.report.startup, exc.report.exit_code()
+    return f"smd: startup {name!r} did not start (exit code {code}); see the summary above"
+
+
+#: The server logger that prints the text of ``lifespan.startup.failed``
+#: (uvicorn logs the message a framework sends, at error level).
+_SERVER_LOGGER = "uvicorn.error"
+
+
+def quiet_server_traceback(exc: StartupFailed | StartupInterrupted) -> None:
+    """Have the server log :func:`did_not_start` instead of the traceback of ``exc``.
+
+    Starlette (and so FastAPI) answers a lifespan that raised with
+    ``lifespan.startup.failed`` carrying ``traceback.format_exc()``, which
+    uvicorn logs: some 25 lines of exception group after smd's own summary,
+    saying nothing the summary does not. A one-shot filter on uvicorn's
+    logger rewrites that one record (a traceback naming this exception) into
+    the one line, then removes itself; every other record, and the host's
+    logging configuration, stay as they are. Not installed when smd logs at
+    debug level: then the traceback is wanted.
+    """
+    logger = logging.getLogger(_SERVER_LOGGER)
+    marker = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    line = did_not_start(exc)
+
+    class _OneLine(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            text = record.msg
+            if isinstance(text, str) and "Traceback" in text and marker in text:
+                record.msg, record.args, record.exc_info = line, (), None
+                logger.removeFilter(self)
+            return True
+
+    logger.addFilter(_OneLine())
+
 
 InnerLifespan = Literal["auto", "on", "off"]
 
@@ -163,9 +203,7 @@ def with_lifespan(
         except (StartupFailed, StartupInterrupted) as exc:
             # The summary is on stderr already: one line, no traceback.
             # (Only the start raises these; a teardown's errors come as they are.)
-            name, code = exc.report.startup, exc.report.exit_code()
-            text = f"smd: startup {name!r} did not start (exit code {code}); see the summary above"
-            await send({"type": "lifespan.startup.failed", "message": text})
+            await send({"type": "lifespan.startup.failed", "message": did_not_start(exc)})
             return
         except Exception as exc:
             kind = "shutdown" if started else "startup"

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from smd import _logging, prometheus
 from smd._asgi_state import RUN_STATE_KEY, catch_up, live_state, phase_value
-from smd._asgi_wrap import with_lifespan
+from smd._asgi_wrap import quiet_server_traceback, with_lifespan
 from smd._health import (
     CHECKS,
     HEALTH_STATE_KEY,
@@ -161,7 +161,9 @@ def smd_lifespan(
 
     A failed startup raises :class:`~smd.StartupFailed` (a signal during
     startup: :class:`StartupInterrupted`) after logging ``smd.startup.failed``
-    with the summary and printing it on stderr.
+    with the summary and printing it on stderr; under uvicorn the server then
+    logs one line instead of the traceback Starlette formats (all of it at
+    ``SMD_LOG_LEVEL=debug``).
     """
     if not isinstance(startup, Startup):
         raise TypeError(f"smd_lifespan needs a smd.Startup, got {type(startup).__name__}")
@@ -256,9 +258,13 @@ def smd_lifespan(
                         notifier.stopping()  # before teardown: systemd shows "stopping"
             except StartupFailed as exc:
                 _announce(exc.report, log)
+                if cfg.log_level != "debug":
+                    quiet_server_traceback(exc)
                 raise
             except StartupInterrupted as exc:
                 _announce(exc.report, log)
+                if cfg.log_level != "debug":
+                    quiet_server_traceback(exc)
                 interrupted = exc
         # Outside the block: our handlers are restored and ``chained`` is known.
         if interrupted is not None:

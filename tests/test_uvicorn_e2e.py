@@ -221,6 +221,30 @@ def test_failed_startup_makes_uvicorn_exit_non_zero_with_the_summary(
     assert '"event": "smd.startup.failed"' in out
     assert "Application startup failed. Exiting." in out
     assert password_of(pg_dsn) not in out
+    # Starlette hands uvicorn the exception's traceback to log; smd has it log
+    # one line instead (the summary above says it all).
+    assert "Traceback" not in out, out
+    assert "smd: startup 'fastapi-example' did not start (exit code 75)" in out, out
+
+
+def test_at_debug_level_the_failed_startup_keeps_its_traceback(
+    serve: Any, pg_dsn: str, fault_proxy: FaultProxy
+) -> None:
+    fault_proxy.set_mode("refuse")
+    server = serve(
+        fault_proxy.dsn(pg_dsn),
+        "production",
+        SMD_TIMEOUTS__PRODUCTION__DEFAULT="1",
+        SMD_LOG_LEVEL="debug",
+    )
+    assert not server.wait_serving()
+    assert server.wait_exit() == 3
+    out = server.output()
+    assert "STARTUP FAILED: fastapi-example (production)" in out
+    assert "Traceback" in out, out
+    assert "smd.exceptions.StartupFailed" in out, out
+    assert "did not start (exit code" not in out
+    assert password_of(pg_dsn) not in out
 
 
 def test_sigterm_during_a_blackholed_startup_tears_down_and_exits(
