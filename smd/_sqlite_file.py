@@ -170,16 +170,21 @@ def _msvcrt_lock(directory: Path) -> Iterator[None]:  # pragma: no cover - not P
 def move_aside(path: Path, label: str, expected_inode: int | None) -> Path | None:
     """Rename a damaged or outdated file (and sidecars) to ``<name>.<label>-<UTC time>``.
 
-    ``None`` if another process already did (the file is gone, or it is no
-    longer the one found damaged: a late process must not move aside the
-    fresh store an earlier one just created).
+    ``None`` if another process already did (the file is gone, it is no
+    longer the one found damaged, or it is empty: a late process must not
+    move aside the fresh store an earlier one just created).
     """
     with dir_lock(path.parent):
         try:
-            current = os.stat(path).st_ino
+            found = os.stat(path)
         except FileNotFoundError:
             return None
-        if expected_inode is not None and current != expected_inode:
+        if expected_inode is not None and found.st_ino != expected_inode:
+            return None
+        if label == "corrupt" and found.st_size == 0:
+            # An empty file is no damaged store: it is the fresh one another
+            # process is creating right now (SQLite reads it as an empty
+            # database). Whatever this process saw was the file it replaced.
             return None
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         dest = path.with_name(f"{path.name}.{label}-{stamp}")

@@ -865,6 +865,25 @@ def test_existing_directory_modes_are_left_alone(tmp_path: Path) -> None:
     assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
 
 
+def test_a_late_process_never_moves_an_empty_fresh_store_aside(tmp_path: Path) -> None:
+    """Seen once in a 20-process fleet: a process that had met the damaged file
+    moved aside the empty store another process had just created in its
+    place (and that process lost its journal). An empty file is never damaged."""
+    from smd._sqlite_file import move_aside
+
+    path = tmp_path / "history.sqlite3"
+    path.write_bytes(b"")
+    assert move_aside(path, "corrupt", None) is None
+    assert move_aside(path, "corrupt", path.stat().st_ino) is None
+    assert path.exists()
+    assert [p.name for p in tmp_path.iterdir() if ".corrupt-" in p.name] == []
+    # A damaged one still goes, with or without the inode it was found with.
+    path.write_bytes(os.urandom(4096))
+    moved = move_aside(path, "corrupt", None)
+    assert moved is not None
+    assert not path.exists()
+
+
 def test_move_aside_without_fcntl_uses_the_portable_lock(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
