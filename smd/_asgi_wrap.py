@@ -57,18 +57,29 @@ def quiet_server_traceback(exc: StartupFailed | StartupInterrupted) -> None:
     debug level: then the traceback is wanted.
     """
     logger = logging.getLogger(_SERVER_LOGGER)
-    marker = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    # The traceback's last line names this very exception and its message: a
+    # record about any other failure (or an earlier start's) is left alone.
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    marker = f"{type(exc).__module__}.{type(exc).__qualname__}: {first[:120]}"
     line = did_not_start(exc)
+    for old in [f for f in logger.filters if isinstance(f, _OneLine)]:
+        logger.removeFilter(old)  # one pending rewrite per logger, the latest start's
+    logger.addFilter(_OneLine(logger, marker, line))
 
-    class _OneLine(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            text = record.msg
-            if isinstance(text, str) and "Traceback" in text and marker in text:
-                record.msg, record.args, record.exc_info = line, (), None
-                logger.removeFilter(self)
-            return True
 
-    logger.addFilter(_OneLine())
+class _OneLine(logging.Filter):
+    """Rewrites the one traceback record it is waiting for, then removes itself."""
+
+    def __init__(self, logger: logging.Logger, marker: str, line: str) -> None:
+        super().__init__()
+        self._logger, self._marker, self._line = logger, marker, line
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.msg
+        if isinstance(text, str) and "Traceback" in text and self._marker in text:
+            record.msg, record.args, record.exc_info = self._line, (), None
+            self._logger.removeFilter(self)
+        return True
 
 
 InnerLifespan = Literal["auto", "on", "off"]
