@@ -27,7 +27,8 @@ from typing import Any, Literal
 import anyio
 
 from smd._asgi_state import RUN_STATE_KEY, catch_up
-from smd._health import CHECKS, ASGIApp, Receive, Scope, Send, health_app, route_path
+from smd._asgi_types import ASGIApp, Receive, Scope, Send
+from smd._health import CHECKS, health_app, route_path
 from smd.exceptions import StartupFailed, StartupInterrupted
 
 __all__ = ["did_not_start", "quiet_server_traceback", "with_lifespan"]

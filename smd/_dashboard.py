@@ -26,9 +26,10 @@ it over ASGI.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Mapping
 from typing import Any
 
+from smd._asgi_types import ASGIApp, Receive, Scope, Send, answer_lifespan
 from smd._dashboard_data import Start, TargetView, replay, target_views
 from smd._dashboard_page import (
     CONTENT_SECURITY_POLICY,
@@ -57,12 +58,6 @@ _HEADER_POLICY = f"{CONTENT_SECURITY_POLICY}; frame-ancestors 'none'"
 
 
 # -- served over ASGI ---------------------------------------------------------------
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def _from_scope(scope: Scope) -> tuple[HistoryStore, Settings] | None:
@@ -122,13 +117,8 @@ def dashboard_app(
 
         kind = scope.get("type")
         if kind == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await answer_lifespan(receive, send)
+            return
         if kind != "http":
             raise RuntimeError(f"the smd dashboard speaks HTTP only, not {kind!r}")
         method = scope.get("method", "GET")

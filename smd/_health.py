@@ -20,11 +20,12 @@ endpoint        ready    degraded    starting / none yet     failed
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from smd import prometheus
+from smd._asgi_types import ASGIApp, Receive, Scope, Send, answer_lifespan
 from smd._dashboard import dashboard_app
 
 __all__ = [
@@ -47,12 +48,6 @@ CHECKS = ("startupz", "readyz", "livez")
 #: A dotted name cannot be a Python identifier, so it never shadows a value a
 #: phase published under its own name.
 HEALTH_STATE_KEY = "smd.health"
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 @runtime_checkable
@@ -220,13 +215,8 @@ def health_app(
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope.get("type")
         if kind == "lifespan":  # served on its own: nothing to start
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await answer_lifespan(receive, send)
+            return
         if kind != "http":
             raise RuntimeError(f"smd health endpoints speak HTTP only, not {kind!r}")
         check = route_path(scope).strip("/")

@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
+from smd._asgi_types import answer_lifespan
 from smd._report import State
 from smd.events import (
     AttemptMade,
@@ -268,13 +269,8 @@ def metrics_app(registry: CollectorRegistry | None = None) -> ASGIApp:
     ) -> None:
         kind = scope.get("type")
         if kind == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await answer_lifespan(receive, send)
+            return
         if kind != "http":
             if kind == "websocket":
                 await send({"type": "websocket.close", "code": 1000})
