@@ -53,11 +53,15 @@ class Session:
     outcomes: list[HostOutcome]
 
 
-async def close(conn: asyncpg.Connection, graceful: bool) -> None:
-    """Close politely (bounded) when ``graceful``, else abort; never raises."""
+async def close(conn: asyncpg.Connection, graceful: bool, *, shield: bool = False) -> None:
+    """Close politely (bounded) when ``graceful``, else abort; never raises.
+
+    ``shield``: the polite close runs even when the caller is being cancelled
+    (a session that holds a lock or a store's connection must say goodbye).
+    """
     try:
         if graceful:
-            with anyio.move_on_after(_CLOSE_TIMEOUT):
+            with anyio.CancelScope(shield=shield), anyio.move_on_after(_CLOSE_TIMEOUT):
                 await conn.close()
     except Exception:
         pass  # a failed polite close falls through to terminate

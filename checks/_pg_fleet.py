@@ -59,8 +59,6 @@ _STORM_CODES: Final = frozenset({"53300", "53000", "57P03"})
 # One namespace for smd's advisory locks: the schema-creation lock is
 # (this class, hash of the schema); once-per-fleet locks are 64-bit hashes.
 _SCHEMA_LOCK_CLASS: Final = 0x736D64  # "smd"
-# A polite close that takes longer than this is abandoned for terminate().
-_CLOSE_SECONDS: Final = 0.5
 
 
 def valid_schema(name: str) -> str:
@@ -349,11 +347,8 @@ def _named(target: str) -> str:
 
 async def close(conn: asyncpg.Connection) -> None:
     """Close politely (bounded, even when cancelled), else terminate."""
-    try:
-        with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_SECONDS):
-            await conn.close()
-    except Exception:
-        pass  # a failed polite close falls through to terminate
-    finally:
-        if not conn.is_closed():
-            conn.terminate()
+    # The check's one close; imported here, not at the top: every command
+    # imports this module (the fleet plugin's settings), few ever close a session.
+    from smd.checks._pg_connect import close as close_session
+
+    await close_session(conn, graceful=True, shield=True)
