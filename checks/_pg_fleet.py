@@ -1,7 +1,8 @@
 """What the PostgreSQL history store and the fleet coordinator share.
 
-- :class:`FleetSettings`: ``SMD_FLEET_URL``, ``SMD_HISTORY_SCHEMA`` and the
-  history store's time budgets;
+- :class:`FleetSettings` (defined in :mod:`smd.checks._pg_fleet_settings`,
+  which every command loads): ``SMD_FLEET_URL``, ``SMD_HISTORY_SCHEMA`` and
+  the history store's time budgets;
 - the schema both use (one versioned schema, default ``smd``), created on
   first use under a transaction-level advisory lock so that hundreds of
   replicas starting at once create it exactly once;
@@ -14,23 +15,19 @@ Nothing here imports asyncpg at module level.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import random
-import re
 import socket
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
-from pydantic import SecretStr, field_validator
 
 from smd import Failure, FailureKind
 from smd.checks._pg_classify import classify
-from smd.checks._pg_options import PostgresConfigError, PostgresOptions
+from smd.checks._pg_fleet_settings import FleetSettings, register_secret_parts, valid_schema
+from smd.checks._pg_options import PostgresOptions
 from smd.retry import Backoff
-from smd.secrets import register_secret
-from smd.settings import SettingsBase
 
 if TYPE_CHECKING:
     import asyncpg
@@ -43,6 +40,7 @@ __all__ = [
     "ensure_schema",
     "lock_id",
     "qualified",
+    "register_secret_parts",
     "replica_identity",
     "valid_schema",
 ]
@@ -50,7 +48,6 @@ __all__ = [
 #: The version of the schema this smd writes (``<schema>.schema_version``).
 SCHEMA_VERSION: Final = 1
 
-_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # Connection storms: a replica that gets "too many connections" (or a server
 # still starting) tries again with full jitter, so a fleet spreads itself
 # over the slots instead of retrying in lockstep.
@@ -59,16 +56,6 @@ _STORM_CODES: Final = frozenset({"53300", "53000", "57P03"})
 # One namespace for smd's advisory locks: the schema-creation lock is
 # (this class, hash of the schema); once-per-fleet locks are 64-bit hashes.
 _SCHEMA_LOCK_CLASS: Final = 0x736D64  # "smd"
-
-
-def valid_schema(name: str) -> str:
-    """``name`` if it is a plain lower-case SQL identifier; ``ValueError`` otherwise."""
-    if not isinstance(name, str) or not _SCHEMA_NAME.match(name):
-        raise ValueError(
-            f"invalid schema name {name!r}; accepted: lower-case letters, digits and '_', "
-            "starting with a letter or '_', at most 63 characters"
-        )
-    return name
 
 
 def qualified(schema: str, table: str) -> str:
@@ -91,60 +78,6 @@ def lock_id(schema: str, key: str) -> int:
 def replica_identity() -> str:
     """Who this replica is, for completion records: ``hostname:pid`` (the pod name in Kubernetes)."""
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-class FleetSettings(SettingsBase):
-    """The fleet's settings (merged into :class:`smd.Settings` by the ``fleet`` plugin).
-
-    ``SMD_FLEET_URL``: the PostgreSQL that coordinates once-per-fleet phases
-    (default: ``SMD_DATABASE_URL``). It must be a direct connection or a
-    session-mode pool: session advisory locks do not work through a
-    transaction-pooling proxy (pgbouncer ``pool_mode = transaction``).
-    ``SMD_HISTORY_SCHEMA``: the schema of the shared history and of the
-    completion records (default ``smd``). ``SMD_HISTORY_READ_BUDGET`` and
-    ``SMD_HISTORY_WRITE_BUDGET``: seconds one read (before the phases) or one
-    write (after them) of the PostgreSQL history store may take, connecting
-    included, before it gives up and the embedded store is used.
-    """
-
-    fleet_url: SecretStr | None = None
-    history_schema: str = "smd"
-    history_read_budget: float = 0.5
-    history_write_budget: float = 2.0
-
-    @field_validator("fleet_url")
-    @classmethod
-    def _fleet_url(cls, v: SecretStr | None) -> SecretStr | None:
-        if v is None:
-            return v
-        try:
-            PostgresOptions.from_dsn(v).validate()
-        except PostgresConfigError as exc:
-            raise ValueError(str(exc)) from None
-        return v
-
-    @field_validator("history_schema")
-    @classmethod
-    def _schema(cls, v: str) -> str:
-        return valid_schema(v)
-
-    @field_validator("history_read_budget", "history_write_budget")
-    @classmethod
-    def _budget(cls, v: float) -> float:
-        if not (math.isfinite(v) and v > 0):
-            raise ValueError("accepted: a positive finite number of seconds")
-        return v
-
-    @classmethod
-    def of(cls, settings: object) -> FleetSettings:
-        """These settings out of loaded :class:`smd.Settings` (read afresh if they lack them)."""
-        return settings if isinstance(settings, FleetSettings) else cls()
-
-
-def register_secret_parts(dsn: str) -> None:
-    """Register every form of the password a DSN holds (so no output can show it)."""
-    for secret in PostgresOptions.from_dsn(dsn).secrets():
-        register_secret(secret)
 
 
 # -- the schema ------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from smd.checks._accepted import HTTP_ACCEPTED, POSTGRES_ACCEPTED, REDIS_ACCEPTED, TCP_ACCEPTED
-from smd.checks._pg_fleet import FleetSettings
+from smd.checks._pg_fleet_settings import FleetSettings
 from smd.plugins import CheckSpec, Plugin
 
 if TYPE_CHECKING:

@@ -12,13 +12,13 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from smd.checks._pg_classify import server_answered
-from smd.checks.postgres import PostgresConfigError, PostgresOptions
+from smd.checks._pg_options import PostgresConfigError, PostgresOptions
 from smd.clock import Clock, SystemClock
-from smd.retry import AttemptRecorder, CheckResult
 
 if TYPE_CHECKING:
     import asyncpg
+
+    from smd.retry import AttemptRecorder, CheckResult
 
 __all__ = ["Database"]
 
@@ -139,6 +139,9 @@ class Database:
         try:
             conn = await connect(*args, **kwargs)
         except Exception as exc:
+            # Imported here, with the connection stack (see smd.phases.database).
+            from smd.checks._pg_classify import server_answered
+
             if server_answered(exc):  # the server spoke: a real round-trip figure
                 self._record(self.clock.monotonic() - start)
             raise

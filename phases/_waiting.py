@@ -12,10 +12,12 @@ fields of the waiting line differ.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from smd import PhaseContext, PhaseError
-from smd.retry import CheckResult
+
+if TYPE_CHECKING:
+    from smd.retry import CheckResult
 
 __all__ = ["WaitLog", "wait_budget"]
 

@@ -34,11 +34,10 @@ from pydantic import SecretStr
 
 from smd import Failure, FailureKind, InvalidPlan, Phase, PhaseContext, PhaseError
 from smd.bypass import BypassPolicy
-from smd.checks.postgres import PostgresCheck, PostgresConfigError, PostgresOptions, probe
+from smd.checks._pg_options import PostgresConfigError, PostgresOptions
 from smd.phases._database_value import Database
 from smd.phases._settings import DatabaseSettings
 from smd.phases._waiting import WaitLog, wait_budget
-from smd.retry import Backoff, CheckResult
 from smd.timeouts import (
     AdaptiveTimeout,
     TimeoutDecision,
@@ -49,6 +48,14 @@ from smd.timeouts import (
 
 if TYPE_CHECKING:
     import asyncpg
+
+    from smd.retry import Backoff, CheckResult
+
+# The connection stack (smd.checks.postgres: the probe, its retry loop, the
+# classifier) is imported by run() and recover(), not here: an app module that
+# declares a DatabasePhase is imported by `smd plan`, which never connects,
+# and importing the stack there cost about 2 % of that command
+# (benchmarks/cold_start.py --callgrind).
 
 __all__ = ["Database", "DatabasePhase", "DatabaseSettings"]
 
@@ -188,6 +195,8 @@ class DatabasePhase:
 
     async def run(self, ctx: PhaseContext) -> Database:
         """Wait for the database inside the phase's deadline; raise ``PhaseError`` if not."""
+        from smd.checks.postgres import PostgresCheck
+
         options = self.resolve_options(ctx)
         budget = wait_budget(ctx)
         per_attempt = self._attempt_seconds(ctx, budget)
@@ -252,6 +261,8 @@ class DatabasePhase:
         policy computes from the history now and recording into it, like the
         one a ready phase publishes; smd publishes it and closes it at shutdown.
         """
+        from smd.checks.postgres import probe
+
         options = self.resolve_options(ctx)
         seconds = min(max(0.001, ctx.remaining()), self._attempt_seconds(ctx, ctx.remaining()))
         result = await probe(options, attempt_seconds=seconds)

@@ -40,16 +40,23 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
-def _version() -> str:
-    import smd
+class _Version(argparse.Action):
+    """``--version``: the installed metadata is read when asked for, not for every command."""
 
-    return str(smd.__version__)
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> NoReturn:
+        import smd
+
+        print(f"smd {smd.__version__}")
+        parser.exit()
 
 
 def _parser() -> _Parser:
     p = _Parser(prog="smd", description="Async startup orchestrator: plan, run, check, history.")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    p.add_argument("--version", action="version", version=f"smd {_version()}")
+    p.add_argument("--version", action=_Version, help="show the installed version and exit")
     sub = p.add_subparsers(
         dest="command",
         required=True,

@@ -14,10 +14,10 @@ from smd._timeout_base import FixedTimeout, TimeoutDecision, TimeoutPolicy
 from smd._units import seconds as _seconds
 from smd.clock import Clock
 from smd.exceptions import InvalidPlan
-from smd.retry import Attempt
 
 if TYPE_CHECKING:
     from smd._settings import Settings
+    from smd.retry import Attempt
 
 __all__ = ["Phase", "PhaseContext", "PhaseFn", "PhaseLike", "TeardownFn"]
 
@@ -229,6 +229,10 @@ class PhaseContext:
 
         Stored relative to the startup's start, like phase times.
         """
+        # The retry vocabulary is imported by the phases that make attempts,
+        # not by every `smd plan` that only reads phase declarations.
+        from smd._probe import Attempt
+
         attempt = Attempt(
             len(self.attempts) + 1, start - self.origin, end - self.origin, ok, dict(detail)
         )
