@@ -11,7 +11,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import structlog
+
 from smd._encode import encode
+from smd._logline import redact_rendered
 from smd._redact import redact
 from smd._report import Outcome, State
 from smd.events import (
@@ -37,17 +40,36 @@ def _r(x: float) -> float:
     return round(x, 6)
 
 
-def _clean(fields: dict[str, Any]) -> dict[str, Any]:
-    """Every field through the serialisation boundary; plain numbers pass as they are."""
+def _clean(fields: dict[str, Any], strings: bool) -> dict[str, Any]:
+    """Every field through the serialisation boundary; plain numbers pass as they are.
+
+    Strings are redacted here unless ``strings`` is false: the pipeline
+    redacts each whole line it renders (see :class:`_Redacting`).
+    """
     out: dict[str, Any] = {}
     for key, value in fields.items():
         if value is None or isinstance(value, bool | int | float):
             out[key] = value
         elif isinstance(value, str):
-            out[key] = redact(value)
+            out[key] = redact(value) if strings else value
         else:
             out[key] = encode(value)
     return out
+
+
+def _redacts_lines(log: Any) -> bool:
+    """Whether ``log`` writes through smd's own pipeline, which redacts every rendered line.
+
+    :func:`smd._logging.configure_logging` ends structlog's processors with
+    :func:`~smd._logline.redact_rendered`; a line it renders is masked whole
+    (registered secrets in their JSON- and repr-escaped forms, URL
+    passwords, ``password=`` pairs), so redacting each string field first
+    would do the same work twice on every line.
+    """
+    if not isinstance(log, structlog.typing.BindableLogger) or not structlog.is_configured():
+        return False
+    processors: list[Any] = list(structlog.get_config().get("processors") or ())
+    return bool(processors) and processors[-1] is redact_rendered
 
 
 class _Redacting:
@@ -61,7 +83,7 @@ class _Redacting:
     per-phase lines below their level: they cost nothing then).
     """
 
-    __slots__ = ("_enabled", "_log")
+    __slots__ = ("_enabled", "_log", "_strings")
 
     def __init__(self, log: Any) -> None:
         # smd's own loggers choose their route (structlog or stdlib) when
@@ -70,6 +92,9 @@ class _Redacting:
         resolve = getattr(log, "_resolve", None)
         self._log = resolve() if callable(resolve) else log
         self._enabled = getattr(self._log, "is_enabled_for", None)
+        # Another route (the host's logging, a processor chain of its own)
+        # gets every string field redacted before it sees it.
+        self._strings = not _redacts_lines(self._log)
 
     def enabled(self, level: int) -> bool:
         """Whether a line at ``level`` would be written (so its fields are worth building)."""
@@ -77,7 +102,7 @@ class _Redacting:
 
     def _emit(self, level: int, method: str, event: str, fields: dict[str, Any]) -> None:
         if self._enabled is None or self._enabled(level):
-            getattr(self._log, method)(event, **_clean(fields))
+            getattr(self._log, method)(event, **_clean(fields, self._strings))
 
     def debug(self, event: str, **fields: Any) -> None:
         self._emit(logging.DEBUG, "debug", event, fields)
@@ -110,6 +135,8 @@ class LogObserver:
             # so the fields are not even built unless the line is written.
             if log.enabled(logging.DEBUG):
                 self._detail(event)
+        elif isinstance(event, PhaseStarted | PhaseFinished) and not log.enabled(logging.INFO):
+            return  # two lines per phase, below the level: not even their fields are built
         elif isinstance(event, PhaseStarted):
             log.info(
                 "smd.phase.started",

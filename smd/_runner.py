@@ -30,7 +30,7 @@ from smd._report import Outcome, PhaseReport
 from smd._samples import TimingHistory
 from smd._settings import Settings
 from smd._timeout_base import TimeoutDecision
-from smd.clock import Clock
+from smd.clock import Clock, loop_time
 from smd.events import (
     AttemptMade,
     BypassDecided,
@@ -171,7 +171,7 @@ class PhaseRunner:
         value: Any = None
         note = ""
         # The deadline lives on the run's clock; the event loop enforces it.
-        loop_start = anyio.current_time()
+        loop_start = loop_time()
         self.spans[name] = (loop_start, None)
         try:
             with anyio.CancelScope(deadline=loop_start + length) as scope:
@@ -186,7 +186,7 @@ class PhaseRunner:
                     error = exc
         finally:
             self.running.pop(name, None)
-            loop_end = anyio.current_time()
+            loop_end = loop_time()
             self.spans[name] = (loop_start, loop_end)
         end = self.clock.monotonic()
         elapsed = end - now

@@ -300,6 +300,35 @@ async def test_secrets_never_reach_the_log_stream() -> None:
     assert URL_PASSWORD not in info.value.report.summary()
 
 
+async def test_a_hosts_own_structlog_chain_gets_the_fields_masked() -> None:
+    # smd's pipeline masks each rendered line whole, so the run hands it the
+    # fields as they are; a chain of the host's own (here: one that keeps
+    # the event dicts) must get every field masked before it sees them.
+    register_secret(SECRET)
+    seen: list[dict[str, Any]] = []
+
+    def keep(_: Any, __: str, event_dict: Any) -> str:
+        seen.append(dict(event_dict))
+        return ""
+
+    structlog.configure(processors=[keep], logger_factory=structlog.ReturnLoggerFactory())
+
+    async def leaky(ctx: PhaseContext) -> None:
+        raise ConnectionError(f"cannot reach {DSN} (token {SECRET})")
+
+    with pytest.raises(StartupFailed):
+        await run_startup(
+            startup_of(Phase(name="db", run=leaky)),
+            settings=load_settings(environment="test"),
+            store=MemoryHistoryStore(),
+            policy=StrictPolicy(),
+        )
+    (finished,) = (e for e in seen if e["event"] == "smd.phase.finished")
+    assert "db.internal" in finished["error"]  # the message is there...
+    assert SECRET not in repr(seen)  # ...masked in every field of every event
+    assert URL_PASSWORD not in repr(seen)
+
+
 async def test_console_rendering_also_redacts() -> None:
     register_secret(SECRET)
     buf = Tty()

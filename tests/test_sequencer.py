@@ -1153,3 +1153,25 @@ async def test_a_quick_infrastructure_failure_is_not_a_censored_sample() -> None
     assert [s.kind for s in quick_h.series(Series.FAILURE)] == [FailureKind.INFRASTRUCTURE]
     slow_h = store.load("censor/phase:slow@development")
     assert [s.censored for s in slow_h.series(Series.READY)] == [True]
+
+
+async def test_the_system_clock_is_the_event_loops_clock() -> None:
+    # Deadlines are enforced on the loop's clock and durations read from the
+    # run's: SystemClock must be that same clock (read without anyio's
+    # backend lookup on asyncio), and time.monotonic() when no loop runs.
+    import time
+
+    from smd.clock import SystemClock
+
+    clock = SystemClock()
+    loop = asyncio.get_running_loop()
+    before = anyio.current_time()
+    now = clock.monotonic()
+    after = loop.time()
+    assert before <= now <= after
+
+    def outside() -> tuple[float, float, float]:
+        return time.monotonic(), clock.monotonic(), time.monotonic()
+
+    a, b, c = await anyio.to_thread.run_sync(outside)  # a thread: no running loop
+    assert a <= b <= c
