@@ -60,6 +60,36 @@ if TYPE_CHECKING:
 __all__ = ["Database", "DatabasePhase", "DatabaseSettings"]
 
 
+# PostgreSQL's "too many connections" (sorry, too many clients already).
+_NO_SLOT = "53300"
+_BUSY_REASON = (
+    "the server answers but has no free connection slot (53300): the learned deadline "
+    "predicts a healthy start, not a wait for a slot, so the deadline without history applies"
+)
+
+
+def _busy_server_deadline(ctx: PhaseContext, result: CheckResult) -> float | None:
+    """The deadline a learned one gives way to when the server was up but full, or ``None``.
+
+    A learned deadline detects a dead database early; a server that answers
+    53300 is alive, and during a connection storm (a fleet starting at once)
+    waiting for a slot takes longer than any healthy start it learned from.
+    Failing then would restart the replica into the same storm. So when the
+    wait ran out of time on 53300, the phase gets the deadline it would have
+    had with no history (the environment's default), once: a server that
+    stays full that long fails the phase as before.
+    """
+    failure = result.failure
+    if result.ok or failure is None or failure.code != _NO_SLOT or not failure.deadline_reached:
+        return None
+    if ctx.timeout.source != "adaptive":
+        return None  # a fixed or default deadline is what the user asked for
+    no_data = ctx.timeout.details.get("no_data")
+    if not isinstance(no_data, int | float) or no_data <= ctx.timeout.seconds:
+        return None
+    return float(no_data)
+
+
 def _later_attempt_seconds(decision: TimeoutDecision) -> float | None:
     """The per-attempt deadline a decision gives the connects after startup."""
     learned = decision.attempt_seconds
@@ -202,15 +232,37 @@ class DatabasePhase:
         per_attempt = self._attempt_seconds(ctx, budget)
         wait = WaitLog(ctx, "smd.database")
         wait.waiting(budget, per_attempt, target=options.target_key(), dsn=options.redacted())
-        result = wait.finished(
-            await PostgresCheck(options).wait_ready(
-                deadline_seconds=budget,
-                attempt_seconds=per_attempt,
-                on_attempt=wait.on_attempt,
-                history=ctx.history,
-                backoff=self.backoff,
-            )
+        check = PostgresCheck(options)
+        result = await check.wait_ready(
+            deadline_seconds=budget,
+            attempt_seconds=per_attempt,
+            on_attempt=wait.on_attempt,
+            history=ctx.history,
+            backoff=self.backoff,
         )
+        unlearned = _busy_server_deadline(ctx, result)
+        if unlearned is not None:
+            # Up, but out of connection slots: wait for one, as a replica
+            # that had learned nothing would have (when the run can move the
+            # deadline: a hand-built context has no runner to move it).
+            before = ctx.deadline
+            ctx.extend_deadline(unlearned, _BUSY_REASON)
+            if ctx.deadline > before:
+                ctx.log.info(
+                    "smd.database.deadline_extended",
+                    target=options.target_key(),
+                    deadline=round(unlearned, 6),
+                    left=round(ctx.remaining(), 3),
+                    reason=_BUSY_REASON,
+                )
+                result = await check.wait_ready(
+                    deadline_seconds=wait_budget(ctx),
+                    attempt_seconds=per_attempt,
+                    on_attempt=wait.on_attempt,
+                    history=ctx.history,
+                    backoff=self.backoff,
+                )
+        wait.finished(result)
         database = self._database(options, ctx, ctx.timeout, check=result)
         if self.pool:
             database.pool = await self._open_pool(database, ctx)

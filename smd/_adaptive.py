@@ -276,6 +276,7 @@ class AdaptiveTimeout:
             "censored": n_censored,
             "min_samples": min_samples,
             "default": default,
+            "no_data": no_data,
             "floor": floor,
             "ceiling": ceiling,
             "profile": profile.name,

@@ -80,7 +80,9 @@ class _Redacting:
     renderer: every value passes the serialisation boundary
     (:func:`smd._encode.encode`, which redacts) before it reaches the logger,
     and only when the logger would write the line at all (most runs drop the
-    per-phase lines below their level: they cost nothing then).
+    per-phase lines below their level: they cost nothing then). Plain
+    strings are the one exception, on smd's own pipeline only: it redacts
+    each line it renders, whole (:func:`_redacts_lines`).
     """
 
     __slots__ = ("_enabled", "_log", "_strings")

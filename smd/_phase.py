@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -167,6 +168,7 @@ class PhaseContext:
         clock: Clock,
         origin: float = 0.0,
         on_attempt: Callable[[Attempt], None] | None = None,
+        on_extend: Callable[[float, str], None] | None = None,
     ) -> None:
         self.phase = phase
         self.name = phase.name
@@ -182,6 +184,7 @@ class PhaseContext:
         self.origin = origin
         self.attempts: list[Attempt] = []
         self._on_attempt = on_attempt
+        self._on_extend = on_extend
 
     @property
     def log(self) -> Any:
@@ -223,6 +226,24 @@ class PhaseContext:
     def remaining(self) -> float:
         """Seconds left before this phase's deadline (on the run's clock)."""
         return self.deadline - self.clock.monotonic()
+
+    def extend_deadline(self, seconds: float, reason: str) -> float:
+        """Let this phase run until ``seconds`` after it began; return the seconds now left.
+
+        Only ever later, and never past the startup budget; the report's
+        deadline and its source (with ``reason``) say so. For a phase whose
+        dependency has shown it is up but busy: a learned deadline predicts
+        how long a healthy start takes, not a wait for a free connection
+        slot (:class:`~smd.phases.DatabasePhase` falls back to the deadline
+        it would have had without history when PostgreSQL answers "too many
+        connections"). Outside a run (no runner enforces a deadline) it
+        changes nothing.
+        """
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise ValueError(f"seconds must be positive and finite, got {seconds!r}")
+        if self._on_extend is not None:
+            self._on_extend(seconds, reason)
+        return self.remaining()
 
     def record_attempt(self, start: float, end: float, ok: bool, /, **detail: object) -> Attempt:
         """Note one attempt (start/end on :attr:`clock`) for the report, the trace and observers.

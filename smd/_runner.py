@@ -72,6 +72,7 @@ class _Ran:
     history: TimingHistory
     timeout: TimeoutDecision
     source: str
+    length: float
     now: float
     end: float
     failure: Failure | None
@@ -147,6 +148,20 @@ class PhaseRunner:
         def attempt_made(attempt: Attempt) -> None:
             self.emit(AttemptMade(self.startup, name, attempt))
 
+        extended = ""
+        scope: anyio.CancelScope | None = None
+
+        def extend(seconds: float, reason: str) -> None:
+            # A later deadline for the phase (ctx.extend_deadline), within the budget.
+            nonlocal extended
+            target = min(now + seconds, self.budget_deadline)
+            if scope is None or target <= ctx.deadline:
+                return
+            scope.deadline = loop_start + (target - now)
+            ctx.deadline = target
+            self.running[name] = (now, target, ctx)
+            extended = f"; extended to {_ceil(target - now)}: {reason}"
+
         ctx = PhaseContext(
             phase=phase,
             settings=self.settings,
@@ -158,6 +173,7 @@ class PhaseRunner:
             clock=self.clock,
             origin=self.origin,
             on_attempt=attempt_made,
+            on_extend=extend,
         )
         attempt_deadline = min(timeout.attempt_seconds or timeout.seconds, length)
         self.running[name] = (now, deadline, ctx)
@@ -191,6 +207,9 @@ class PhaseRunner:
         end = self.clock.monotonic()
         elapsed = end - now
         loop_elapsed = loop_end - loop_start
+        # The deadline the phase ended under (later if it was extended).
+        length = ctx.deadline - now
+        source += extended
         failure: Failure | None = None
         if scope.cancelled_caught or (error is not None and scope.cancel_called):
             failure = deadline_failure(name, length, source, ctx.attempts, error, elapsed)
@@ -214,7 +233,9 @@ class PhaseRunner:
                 deadline_reached=True,
             )
         return await self._conclude(
-            _Ran(phase, ctx, history, timeout, source, now, end, failure, error, value, note)
+            _Ran(
+                phase, ctx, history, timeout, source, length, now, end, failure, error, value, note
+            )
         )
 
     async def _call(self, phase: Phase, ctx: PhaseContext) -> tuple[Any, str]:
@@ -293,7 +314,7 @@ class PhaseRunner:
             start=now - self.origin,
             end=end - self.origin,
             timeout=ran.timeout,
-            deadline=min(now + ran.timeout.seconds, self.budget_deadline) - now,
+            deadline=ran.length,
             deadline_source=ran.source,
             failure=failure,
             decision=decision,

@@ -8,6 +8,7 @@ latencies are learned; the pool is closed at teardown.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -311,3 +312,58 @@ def test_a_bad_dsn_in_code_is_an_invalid_plan_at_declaration(dsn: str) -> None:
         DatabasePhase(dsn)
     assert "phase 'database'" in str(info.value)
     assert "hunter2-marker" not in str(info.value)
+
+
+# -- a full server is not a dead one --------------------------------------------------
+
+BUSY_ROLE = "smd_busy"
+BUSY_PASSWORD = "busy-role-pw-4711"
+
+
+@pytest.mark.parametrize("policy", ["adaptive", "fixed"])
+async def test_a_learned_deadline_gives_way_when_the_server_is_full(
+    pg: PgCluster, policy: str
+) -> None:
+    # The fleet's connection storm, on one role: every login is refused with
+    # 53300 (CONNECTION LIMIT 0) for 1.5 s, far past the deadline learned
+    # from healthy 20 ms starts (the test environment's floor, 0.5 s). The
+    # server is up, only full: a learned deadline gives way to the one
+    # without history (10 s here) and the phase waits for a slot. A fixed
+    # deadline is the user's and stays.
+    pg.create_role(BUSY_ROLE, BUSY_PASSWORD, connection_limit=0)
+    try:
+        dsn = pg.dsn(BUSY_ROLE, BUSY_PASSWORD, "postgres")
+        store = MemoryHistoryStore()
+        healthy_history(store, f"svc/{PostgresOptions.from_dsn(dsn).target_key()}@test")
+        startup = Startup("svc")
+        timeout = None if policy == "adaptive" else FixedTimeout(0.5)
+        startup.add(DatabasePhase(dsn, timeout=timeout))
+        opened = threading.Timer(1.5, lambda: pg.sql(f"ALTER ROLE {BUSY_ROLE} CONNECTION LIMIT -1"))
+        opened.start()
+        try:
+            report = await run(startup, "test", store)
+        finally:
+            opened.join()
+    finally:
+        pg.sql(f"DROP ROLE IF EXISTS {BUSY_ROLE}")
+    rep = report.phase("database")
+    assert rep.timeout is not None
+    assert rep.timeout.seconds == pytest.approx(0.5)  # learned or fixed: the same 0.5 s
+    if policy == "fixed":
+        assert rep.outcome is Outcome.FAILED
+        assert rep.failure is not None
+        assert rep.failure.code == "53300"
+        assert rep.deadline == pytest.approx(0.5)
+        assert "extended" not in rep.deadline_source
+        return
+    assert rep.timeout.source == "adaptive"
+    assert rep.outcome is Outcome.OK, rep.failure
+    assert rep.duration is not None
+    assert 1.5 <= rep.duration < 10.0
+    no_data = load_settings(environment="test").timeouts.test.default
+    assert rep.deadline == pytest.approx(no_data)
+    assert "extended to 10s" in rep.deadline_source
+    assert "53300" in rep.deadline_source
+    refused = [a for a in rep.attempts if a.detail.get("code") == "53300"]
+    assert refused  # refused while full...
+    assert rep.attempts[-1].ok  # ...then in

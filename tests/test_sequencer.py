@@ -38,7 +38,7 @@ from smd import (
 from smd.bypass import PermissivePolicy, StrictPolicy
 from smd.clock import ManualClock
 from smd.history import MemoryHistoryStore
-from smd.timeouts import AdaptiveTimeout, Series
+from smd.timeouts import AdaptiveTimeout, Series, TimeoutDecision, TimingHistory
 
 PhaseFn = Callable[[PhaseContext], Awaitable[Any]]
 
@@ -1175,3 +1175,51 @@ async def test_the_system_clock_is_the_event_loops_clock() -> None:
 
     a, b, c = await anyio.to_thread.run_sync(outside)  # a thread: no running loop
     assert a <= b <= c
+
+
+async def test_a_phase_may_move_its_deadline_later_within_the_budget() -> None:
+    async def patient(ctx: PhaseContext) -> str:
+        left = ctx.extend_deadline(0.05, "earlier: ignored")  # never earlier
+        assert left == pytest.approx(ctx.remaining(), abs=0.01)
+        ctx.extend_deadline(0.6, "the dependency said it is busy")
+        await anyio.sleep(0.3)  # past the phase's own 0.1 s
+        return "done"
+
+    async def greedy(ctx: PhaseContext) -> None:
+        ctx.extend_deadline(600, "more than the budget")
+        await anyio.sleep_forever()
+
+    s = Startup("api")
+    s.add(Phase(name="patient", run=patient, timeout=0.1))
+    ok = await run(s)
+    rep = ok.phase("patient")
+    assert rep.outcome is Outcome.OK
+    assert rep.duration is not None
+    assert rep.duration >= 0.3
+    assert rep.deadline == pytest.approx(0.6)
+    assert rep.deadline_source.endswith("; extended to 0.6s: the dependency said it is busy")
+    assert "earlier" not in rep.deadline_source
+
+    g = Startup("api")
+    g.add(Phase(name="greedy", run=greedy, timeout=0.1))
+    failed = await fail_run(g, settings=make_settings(startup_budget=0.4))
+    rep = failed.report.phase("greedy")
+    assert rep.failure is not None
+    assert rep.failure.kind is FailureKind.TIMEOUT
+    assert rep.deadline is not None
+    assert 0.3 < rep.deadline <= 0.4  # the budget, not 600 s
+    assert "extended to" in rep.deadline_source
+
+    ctx_of_nothing = PhaseContext(
+        phase=Phase(name="x", run=returning(1)),
+        settings=make_settings(),
+        log=None,
+        results={},
+        timeout=TimeoutDecision(1.0, "fixed", "test"),
+        deadline=1.0,
+        history=TimingHistory(),
+        clock=ManualClock(),
+    )
+    with pytest.raises(ValueError, match="positive and finite"):
+        ctx_of_nothing.extend_deadline(float("nan"), "bad")
+    assert ctx_of_nothing.extend_deadline(5.0, "no runner") == 1.0  # outside a run: unchanged
