@@ -168,7 +168,7 @@ class PhaseContext:
         clock: Clock,
         origin: float = 0.0,
         on_attempt: Callable[[Attempt], None] | None = None,
-        on_extend: Callable[[float, str], None] | None = None,
+        on_extend: Callable[[str, float, str], None] | None = None,
     ) -> None:
         self.phase = phase
         self.name = phase.name
@@ -242,7 +242,7 @@ class PhaseContext:
         if not (math.isfinite(seconds) and seconds > 0):
             raise ValueError(f"seconds must be positive and finite, got {seconds!r}")
         if self._on_extend is not None:
-            self._on_extend(seconds, reason)
+            self._on_extend(self.name, seconds, reason)
         return self.remaining()
 
     def record_attempt(self, start: float, end: float, ok: bool, /, **detail: object) -> Attempt:

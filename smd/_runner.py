@@ -119,6 +119,26 @@ class PhaseRunner:
         self.started: dict[str, float] = {}
         #: name -> (began, returned) on the event loop's clock, for the watchdog.
         self.spans: dict[str, tuple[float, float | None]] = {}
+        #: name -> the cancel scope that enforces a running phase's deadline.
+        self._scopes: dict[str, anyio.CancelScope] = {}
+        #: name -> how a phase's deadline was extended (for its deadline source).
+        self._extended: dict[str, str] = {}
+
+    def _extend(self, name: str, seconds: float, reason: str) -> None:
+        """``ctx.extend_deadline``: the phase may run until ``seconds`` after it
+        began, if that is later than now allowed and within the startup budget."""
+        running, scope = self.running.get(name), self._scopes.get(name)
+        if running is None or scope is None:
+            return
+        began, deadline, ctx = running
+        target = min(began + seconds, self.budget_deadline)
+        if target <= deadline:
+            return
+        # The scope's deadline is on the loop's clock, the phase's on the run's.
+        scope.deadline = self.spans[name][0] + (target - began)
+        ctx.deadline = target
+        self.running[name] = (began, target, ctx)
+        self._extended[name] = f"; extended to {_ceil(target - began)}: {reason}"
 
     async def run(self, phase: Phase, values: Mapping[str, Any]) -> PhaseOutcome:
         """Run ``phase`` once under its deadline; never raises for the phase's own failures."""
@@ -148,20 +168,6 @@ class PhaseRunner:
         def attempt_made(attempt: Attempt) -> None:
             self.emit(AttemptMade(self.startup, name, attempt))
 
-        extended = ""
-        scope: anyio.CancelScope | None = None
-
-        def extend(seconds: float, reason: str) -> None:
-            # A later deadline for the phase (ctx.extend_deadline), within the budget.
-            nonlocal extended
-            target = min(now + seconds, self.budget_deadline)
-            if scope is None or target <= ctx.deadline:
-                return
-            scope.deadline = loop_start + (target - now)
-            ctx.deadline = target
-            self.running[name] = (now, target, ctx)
-            extended = f"; extended to {_ceil(target - now)}: {reason}"
-
         ctx = PhaseContext(
             phase=phase,
             settings=self.settings,
@@ -173,7 +179,7 @@ class PhaseRunner:
             clock=self.clock,
             origin=self.origin,
             on_attempt=attempt_made,
-            on_extend=extend,
+            on_extend=self._extend,
         )
         attempt_deadline = min(timeout.attempt_seconds or timeout.seconds, length)
         self.running[name] = (now, deadline, ctx)
@@ -191,6 +197,7 @@ class PhaseRunner:
         self.spans[name] = (loop_start, None)
         try:
             with anyio.CancelScope(deadline=loop_start + length) as scope:
+                self._scopes[name] = scope
                 try:
                     value, note = await self._call(phase, ctx)
                 except BaseException as exc:
@@ -202,6 +209,7 @@ class PhaseRunner:
                     error = exc
         finally:
             self.running.pop(name, None)
+            self._scopes.pop(name, None)
             loop_end = loop_time()
             self.spans[name] = (loop_start, loop_end)
         end = self.clock.monotonic()
@@ -209,7 +217,7 @@ class PhaseRunner:
         loop_elapsed = loop_end - loop_start
         # The deadline the phase ended under (later if it was extended).
         length = ctx.deadline - now
-        source += extended
+        source += self._extended.pop(name, "")
         failure: Failure | None = None
         if scope.cancelled_caught or (error is not None and scope.cancel_called):
             failure = deadline_failure(name, length, source, ctx.attempts, error, elapsed)
