@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 import pytest
+import structlog.testing
 from pgbed.cluster import AppCredentials, PgCluster, free_port
 from pgbed.proxy import FaultProxy
 from pydantic import SecretStr
@@ -341,7 +342,8 @@ async def test_a_learned_deadline_gives_way_when_the_server_is_full(
         opened = threading.Timer(1.5, lambda: pg.sql(f"ALTER ROLE {BUSY_ROLE} CONNECTION LIMIT -1"))
         opened.start()
         try:
-            report = await run(startup, "test", store)
+            with structlog.testing.capture_logs() as logs:
+                report = await run(startup, "test", store)
         finally:
             opened.join()
     finally:
@@ -355,6 +357,7 @@ async def test_a_learned_deadline_gives_way_when_the_server_is_full(
         assert rep.failure.code == "53300"
         assert rep.deadline == pytest.approx(0.5)
         assert "extended" not in rep.deadline_source
+        assert not [e for e in logs if e["event"] == "smd.database.deadline_extended"]
         return
     assert rep.timeout.source == "adaptive"
     assert rep.outcome is Outcome.OK, rep.failure
@@ -363,6 +366,9 @@ async def test_a_learned_deadline_gives_way_when_the_server_is_full(
     no_data = load_settings(environment="test").timeouts.test.default
     assert rep.deadline == pytest.approx(no_data)
     assert "extended to 10s" in rep.deadline_source
+    (extended,) = (e for e in logs if e["event"] == "smd.database.deadline_extended")
+    assert extended["deadline"] == pytest.approx(no_data)
+    assert "53300" in extended["reason"]
     assert "53300" in rep.deadline_source
     refused = [a for a in rep.attempts if a.detail.get("code") == "53300"]
     assert refused  # refused while full...
