@@ -118,6 +118,13 @@ class DatabasePhase:
     runs). Those connects' latencies go into the same history as the
     probes' (``attempt`` samples), so a database that got slower gets a
     longer deadline, and a longer pool timeout, at the next start.
+
+    A learned deadline that runs out while PostgreSQL answers 53300 ("too
+    many connections": up, but full) gives way, once, to the deadline the
+    phase would have had without history (``smd.database.deadline_extended``
+    is logged; the report's deadline source says so): a connection storm is
+    waited out instead of failing the replica into it. A fixed ``timeout``
+    is kept.
     """
 
     def __init__(
