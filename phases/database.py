@@ -240,13 +240,17 @@ class DatabasePhase:
         wait = WaitLog(ctx, "smd.database")
         wait.waiting(budget, per_attempt, target=options.target_key(), dsn=options.redacted())
         check = PostgresCheck(options)
-        result = await check.wait_ready(
-            deadline_seconds=budget,
-            attempt_seconds=per_attempt,
-            on_attempt=wait.on_attempt,
-            history=ctx.history,
-            backoff=self.backoff,
-        )
+
+        async def wait_for(seconds: float) -> CheckResult:
+            return await check.wait_ready(
+                deadline_seconds=seconds,
+                attempt_seconds=per_attempt,
+                on_attempt=wait.on_attempt,
+                history=ctx.history,
+                backoff=self.backoff,
+            )
+
+        result = await wait_for(budget)
         unlearned = _busy_server_deadline(ctx, result)
         if unlearned is not None:
             # Up, but out of connection slots: wait for one, as a replica
@@ -262,13 +266,7 @@ class DatabasePhase:
                     left=round(ctx.remaining(), 3),
                     reason=_BUSY_REASON,
                 )
-                result = await check.wait_ready(
-                    deadline_seconds=wait_budget(ctx),
-                    attempt_seconds=per_attempt,
-                    on_attempt=wait.on_attempt,
-                    history=ctx.history,
-                    backoff=self.backoff,
-                )
+                result = await wait_for(wait_budget(ctx))
         wait.finished(result)
         database = self._database(options, ctx, ctx.timeout, check=result)
         if self.pool:
