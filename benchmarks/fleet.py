@@ -185,7 +185,7 @@ async def replica(
         deadline=database.timeout.seconds if database.timeout else None,
         deadline_source=database.timeout.source if database.timeout else None,
         # A learned deadline that gave way to a full server (53300, see DatabasePhase).
-        extended="; extended to" in database.deadline_source,
+        extended=bool(database.deadline_extended),
         error=None if failure is None else f"{failure.kind.value}: {failure.message}",
     )
     return outcome

@@ -76,6 +76,9 @@ class PhaseReport:
     timeout: TimeoutDecision | None = None
     deadline: float | None = None
     deadline_source: str = ""
+    #: Why the phase moved its deadline later (``PhaseContext.extend_deadline``;
+    #: ``deadline`` is then the extended one), ``""`` when it did not.
+    deadline_extended: str = ""
     failure: Failure | None = None
     decision: Decision | None = None
     reason: str = ""

@@ -79,6 +79,7 @@ class _Ran:
     error: BaseException | None
     value: Any
     note: str = ""
+    extended: str = ""
 
 
 def _ceil(x: float) -> str:
@@ -121,8 +122,8 @@ class PhaseRunner:
         self.spans: dict[str, tuple[float, float | None]] = {}
         #: name -> the cancel scope that enforces a running phase's deadline.
         self._scopes: dict[str, anyio.CancelScope] = {}
-        #: name -> how a phase's deadline was extended (for its deadline source).
-        self._extended: dict[str, str] = {}
+        #: name -> (new length, reason) of a phase whose deadline was extended.
+        self._extended: dict[str, tuple[float, str]] = {}
 
     def _extend(self, name: str, seconds: float, reason: str) -> None:
         """``ctx.extend_deadline``: the phase may run until ``seconds`` after it
@@ -138,7 +139,7 @@ class PhaseRunner:
         scope.deadline = self.spans[name][0] + (target - began)
         ctx.deadline = target
         self.running[name] = (began, target, ctx)
-        self._extended[name] = f"; extended to {_ceil(target - began)}: {reason}"
+        self._extended[name] = (target - began, reason)
 
     async def run(self, phase: Phase, values: Mapping[str, Any]) -> PhaseOutcome:
         """Run ``phase`` once under its deadline; never raises for the phase's own failures."""
@@ -217,7 +218,10 @@ class PhaseRunner:
         loop_elapsed = loop_end - loop_start
         # The deadline the phase ended under (later if it was extended).
         length = ctx.deadline - now
-        source += self._extended.pop(name, "")
+        extended = ""
+        if name in self._extended:
+            seconds, extended = self._extended.pop(name)
+            source += f"; extended to {_ceil(seconds)}: {extended}"
         failure: Failure | None = None
         if scope.cancelled_caught or (error is not None and scope.cancel_called):
             failure = deadline_failure(name, length, source, ctx.attempts, error, elapsed)
@@ -242,7 +246,19 @@ class PhaseRunner:
             )
         return await self._conclude(
             _Ran(
-                phase, ctx, history, timeout, source, length, now, end, failure, error, value, note
+                phase,
+                ctx,
+                history,
+                timeout,
+                source,
+                length,
+                now,
+                end,
+                failure,
+                error,
+                value,
+                note,
+                extended,
             )
         )
 
@@ -324,6 +340,7 @@ class PhaseRunner:
             timeout=ran.timeout,
             deadline=ran.length,
             deadline_source=ran.source,
+            deadline_extended=ran.extended,
             failure=failure,
             decision=decision,
             reason=reason,

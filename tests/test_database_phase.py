@@ -357,6 +357,7 @@ async def test_a_learned_deadline_gives_way_when_the_server_is_full(
         assert rep.failure.code == "53300"
         assert rep.deadline == pytest.approx(0.5)
         assert "extended" not in rep.deadline_source
+        assert rep.deadline_extended == ""
         assert not [e for e in logs if e["event"] == "smd.database.deadline_extended"]
         return
     assert rep.timeout.source == "adaptive"
@@ -370,6 +371,8 @@ async def test_a_learned_deadline_gives_way_when_the_server_is_full(
     assert extended["deadline"] == pytest.approx(no_data)
     assert "53300" in extended["reason"]
     assert "53300" in rep.deadline_source
+    assert "53300" in rep.deadline_extended
+    assert rep.deadline_extended in rep.deadline_source
     refused = [a for a in rep.attempts if a.detail.get("code") == "53300"]
     assert refused  # refused while full...
     assert rep.attempts[-1].ok  # ...then in

@@ -1199,6 +1199,9 @@ async def test_a_phase_may_move_its_deadline_later_within_the_budget() -> None:
     assert rep.deadline == pytest.approx(0.6)
     assert rep.deadline_source.endswith("; extended to 0.6s: the dependency said it is busy")
     assert "earlier" not in rep.deadline_source
+    # The reason of the extension that took effect, structured (not the ignored earlier one).
+    assert rep.deadline_extended == "the dependency said it is busy"
+    assert rep.to_dict()["deadline_extended"] == "the dependency said it is busy"
 
     g = Startup("api")
     g.add(Phase(name="greedy", run=greedy, timeout=0.1))
@@ -1210,6 +1213,7 @@ async def test_a_phase_may_move_its_deadline_later_within_the_budget() -> None:
     assert rep.start is not None
     assert rep.deadline == pytest.approx(0.4 - rep.start)  # what the budget left, not 600 s
     assert "extended to" in rep.deadline_source
+    assert rep.deadline_extended == "more than the budget"
 
     ctx_of_nothing = PhaseContext(
         phase=Phase(name="x", run=returning(1)),
