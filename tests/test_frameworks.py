@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import sys
 import time
@@ -22,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from pgbed.proxy import FaultProxy
-from test_uvicorn_e2e import PATIENCE, REPO, Server, free_port, password_of
+from test_uvicorn_e2e import PATIENCE, REPO, Server, Servers, password_of
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -42,30 +41,14 @@ WRAPPED = {"quart", "django", "fastapi"}
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Any]:
     """``serve(framework, dsn, environment, **env)`` -> uvicorn serving ``fw_<framework>:app``."""
-    servers: list[Server] = []
+    servers = Servers(tmp_path)
 
     def start(framework: str, dsn: str, environment: str, **extra: str) -> Server:
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SMD_")}
-        env.update(
-            {
-                "SMD_DATABASE_URL": dsn,
-                "SMD_ENVIRONMENT": environment,
-                "SMD_HISTORY_PATH": str(tmp_path / "history.sqlite3"),
-                "SMD_LOG_FORMAT": "json",
-                "PYTHONUNBUFFERED": "1",
-                **extra,
-            }
-        )
         argv = [sys.executable, "-m", "uvicorn", "--app-dir", str(TARGETS), f"fw_{framework}:app"]
-        argv += ["--host", "127.0.0.1", "--port", str(port)]
-        server = Server(argv, env, tmp_path / f"{framework}-{len(servers)}.log", port)
-        servers.append(server)
-        return server
+        return servers.start(argv, dsn, environment, name=framework, **extra)
 
     yield start
-    for server in servers:
-        server.close()
+    servers.close()
 
 
 def health(server: Server, check: str) -> tuple[int, dict[str, Any]]:

@@ -94,12 +94,21 @@ class Server:
         self._out.close()
 
 
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Any]:
-    """``serve(dsn, env, **settings)`` -> a started uvicorn `Server` on a free port."""
-    servers: list[Server] = []
+class Servers:
+    """Servers started for one test (each on a free port, its output in ``tmp_path``), closed together.
 
-    def start(dsn: str, environment: str, *, argv: list[str] | None = None, **extra: str) -> Server:
+    Every server gets the test bed's database, an environment, a history
+    file of the test's own, JSON logs and no other ``SMD_*`` setting of the
+    caller's environment.
+    """
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.started: list[Server] = []
+
+    def start(
+        self, argv: list[str], dsn: str, environment: str, *, name: str = "server", **extra: str
+    ) -> Server:
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("SMD_")}
         env.update(
@@ -107,21 +116,34 @@ def serve(tmp_path: Path) -> Iterator[Any]:
                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
                 "SMD_DATABASE_URL": dsn,
                 "SMD_ENVIRONMENT": environment,
-                "SMD_HISTORY_PATH": str(tmp_path / "history.sqlite3"),
+                "SMD_HISTORY_PATH": str(self.tmp_path / "history.sqlite3"),
                 "SMD_LOG_FORMAT": "json",
                 "PYTHONUNBUFFERED": "1",
                 **extra,
             }
         )
-        argv = argv or [sys.executable, "-m", "uvicorn", APP]
         argv = [*argv, "--host", "127.0.0.1", "--port", str(port)]
-        server = Server(argv, env, tmp_path / f"server-{len(servers)}.log", port)
-        servers.append(server)
+        server = Server(argv, env, self.tmp_path / f"{name}-{len(self.started)}.log", port)
+        self.started.append(server)
         return server
 
+    def close(self) -> None:
+        for server in self.started:
+            server.close()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Any]:
+    """``serve(dsn, env, *, argv=None, **settings)`` -> a started uvicorn `Server` (the FastAPI example)."""
+    servers = Servers(tmp_path)
+
+    def start(dsn: str, environment: str, *, argv: list[str] | None = None, **extra: str) -> Server:
+        return servers.start(
+            argv or [sys.executable, "-m", "uvicorn", APP], dsn, environment, **extra
+        )
+
     yield start
-    for server in servers:
-        server.close()
+    servers.close()
 
 
 def stop_gracefully(server: Server) -> None:
