@@ -24,6 +24,7 @@ at module level.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ANSWER",
     "POOLED",
+    "forget_record",
     "heartbeat",
     "keep_alive",
     "lock_holder",
@@ -83,6 +85,12 @@ async def read_record(conn: asyncpg.Connection, table: str, key: str) -> tuple[s
         key,
     )
     return None if row is None else (str(row["done_by"]), float(row["done_at"]))
+
+
+async def forget_record(conn: asyncpg.Connection, table: str, key: str) -> bool:
+    """Delete ``key``'s completion record; ``True`` when there was one."""
+    status = await conn.execute(f"DELETE FROM {table} WHERE key = $1", key)
+    return str(status) != "DELETE 0"
 
 
 async def write_record(
@@ -144,14 +152,16 @@ async def heartbeat(
     every: float,
     describe: Callable[[BaseException], str],
     pooled: str,
+    deadline: float = math.inf,
 ) -> str | None:
     """Check every ``every`` seconds that session ``pid`` still holds ``lock``, until ``stop``.
 
     Returns ``None`` once ``stop`` is set, or at the first check that fails,
     what is wrong (``describe`` words an exception; ``pooled`` is what to say
-    when the statements run in another session). Queries are shielded and
-    bounded, never cancelled half-way, so the connection is in a known state
-    afterwards.
+    when the statements run in another session). Queries are shielded, so
+    the connection is in a known state afterwards, and bounded by
+    :data:`ANSWER` and by ``deadline`` (``anyio.current_time()``): a check
+    never keeps the work's phase past its deadline.
     """
     high, low = lock_parts(lock)
     while not stop.is_set():
@@ -159,10 +169,15 @@ async def heartbeat(
             await stop.wait()
         if stop.is_set():
             return None
+        answer = min(ANSWER, deadline - anyio.current_time())
+        if answer <= 0:
+            return None  # the deadline came: the work's own scope ends it
         try:
-            with anyio.CancelScope(shield=True), anyio.fail_after(ANSWER):
+            with anyio.CancelScope(shield=True), anyio.fail_after(answer):
                 row = await conn.fetchrow(_HELD, high, low)
         except TimeoutError:
+            if answer < ANSWER:
+                return None  # cut by the deadline, not a silent session
             return f"the session holding the lock did not answer within {ANSWER:g}s"
         except Exception as exc:
             return describe(exc)

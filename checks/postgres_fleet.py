@@ -78,6 +78,7 @@ from smd.checks._pg_fleet import (
 from smd.checks._pg_lock_session import (
     ANSWER,
     POOLED,
+    forget_record,
     heartbeat,
     keep_alive,
     lock_holder,
@@ -244,6 +245,30 @@ class AdvisoryLockCoordinator:
             await anyio.sleep(min(delay, left - _FINAL_PROBE))
             retry += 1
 
+    async def forget(self, key: str, *, deadline_seconds: float) -> bool:
+        """Delete ``key``'s completion record, so that the next :meth:`run_once` runs the work.
+
+        For work whose done-ness the caller can check itself and finds
+        undone though recorded (a migration whose database was downgraded or
+        restored since): the work must still check under the lock, since
+        another replica may be redoing it right now. ``True`` when a record
+        was deleted. Raises :class:`smd.PhaseError` (classified) when the
+        coordinating database cannot be reached within ``deadline_seconds``.
+        """
+        if not (math.isfinite(deadline_seconds) and deadline_seconds > 0):
+            raise ValueError("deadline_seconds must be a positive finite number")
+        conn = await self._connect(key, anyio.current_time() + deadline_seconds)
+        try:
+            with anyio.fail_after(deadline_seconds):
+                await self._prepare(conn)
+                return await forget_record(conn, self._table, key)
+        except PhaseError:
+            raise
+        except Exception as exc:
+            raise PhaseError(self._classified(exc, key)) from None
+        finally:
+            await close(conn)
+
     def _delay(self, retry: int, waited: float) -> float:
         """The wait before the next probe: the backoff, its cap stretched on long waits."""
         cap = max(self.backoff.cap, min(STRETCH_CAP, STRETCH * waited))
@@ -327,7 +352,13 @@ class AdvisoryLockCoordinator:
     ) -> OnceOutcome:
         """Run the work holding the lock; record completion on success only."""
         await keep_alive(conn)
-        pid = await conn.fetchval("SELECT pg_backend_pid()")
+        try:
+            with anyio.fail_after(max(0.0, min(ANSWER, deadline - anyio.current_time()))):
+                pid = await conn.fetchval("SELECT pg_backend_pid()")
+        except Exception as exc:
+            # The coordination's failure (the lock's session lost before the
+            # work began), not the work's: classified, nothing ran.
+            raise PhaseError(self._classified(exc, key)) from None
         lost: list[Failure] = []
         failed: list[Exception] = []
         stop = anyio.Event()
@@ -335,7 +366,7 @@ class AdvisoryLockCoordinator:
         value: Any = None
         with anyio.CancelScope(deadline=deadline) as work_scope:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._watch, conn, key, lock, pid, stop, work_scope, lost)
+                tg.start_soon(self._watch, conn, key, lock, pid, stop, work_scope, lost, deadline)
                 try:
                     value = await work()
                 except Exception as exc:
@@ -349,8 +380,11 @@ class AdvisoryLockCoordinator:
         if work_scope.cancelled_caught:
             raise PhaseError(failures.overran(key))
         seconds = anyio.current_time() - started
+        # Shielded (a record half-written by a cancellation is no record), but
+        # never past the deadline: the phase's runner reports what happened.
+        answer = max(0.0, min(ANSWER, deadline - anyio.current_time()))
         try:
-            with anyio.CancelScope(shield=True), anyio.fail_after(ANSWER):
+            with anyio.CancelScope(shield=True), anyio.fail_after(answer):
                 await write_record(conn, self._table, key, self.identity, seconds)
         except Exception as exc:
             raise PhaseError(failures.unrecorded(key, exc, self.options)) from None
@@ -365,6 +399,7 @@ class AdvisoryLockCoordinator:
         stop: anyio.Event,
         work_scope: anyio.CancelScope,
         lost: list[Failure],
+        deadline: float,
     ) -> None:
         """The heartbeat: when this session no longer holds the lock, stop the work."""
         problem = await heartbeat(
@@ -373,6 +408,7 @@ class AdvisoryLockCoordinator:
             pid,
             stop,
             every=self.heartbeat_seconds,
+            deadline=deadline,
             describe=lambda exc: self._classified(exc, key).message,
             pooled=f"SMD_FLEET_URL ({self.options.target_key()}) {POOLED}",
         )

@@ -29,6 +29,12 @@ replica publishes a :class:`MigrationState` to the phases that require it.
 Only the upgrade itself runs through the coordinator, with the same
 completion records (``<SMD_HISTORY_SCHEMA>.once_done``) as ``once=True``
 phases; the module that does the Alembic work is :mod:`smd.phases._alembic`.
+The database stays the truth: a record it contradicts (recorded done, the
+database behind again: downgraded, or restored from a backup, since) is
+forgotten (``smd.migrations.stale_record`` is logged) and the upgrade runs
+again, once per fleet; and the upgrade runs only from a revision behind the
+image's heads, never from one it does not know (a newer release migrated
+the database while this replica waited: a configuration failure).
 
 Alembic's API is synchronous: it runs in a worker thread, through the sync
 driver the environment's ``env.py`` uses (``postgresql+psycopg`` or
@@ -239,8 +245,13 @@ class MigrationsPhase:
                 opts = versions.options
                 failure = classify(exc, target=opts.target_key(), secrets=opts.secrets())
                 raise PhaseError(failure) from None
-            if versions.verdict(current) is None:
+            verdict = versions.verdict(current)
+            if verdict is None:
                 return
+            if verdict.code != "behind":
+                # Migrated past this image while we waited (a newer release):
+                # upgrading would fail in Alembic; say what it is.
+                raise PhaseError(verdict)
             ctx.log.info("smd.migrations.upgrading", heads=sorted(versions.heads))
             await anyio.to_thread.run_sync(upgrade_head, config, sa_url)
             ran["upgraded"] = True
@@ -248,6 +259,21 @@ class MigrationsPhase:
         outcome = await coordinator.run_once(
             key, work, deadline_seconds=max(0.001, ctx.remaining())
         )
+        if not outcome.ran and await self._still_behind(ctx, versions):
+            # The fleet's record says done, the database says behind: it was
+            # downgraded or restored since. The database is the truth; the
+            # work checks it again under the lock, so forgetting a record
+            # another replica just wrote costs only that check.
+            ctx.log.warning(
+                "smd.migrations.stale_record",
+                key=key,
+                done_by=outcome.done_by,
+                done_at=outcome.done_at,
+            )
+            await coordinator.forget(key, deadline_seconds=max(0.001, ctx.remaining()))
+            outcome = await coordinator.run_once(
+                key, work, deadline_seconds=max(0.001, ctx.remaining())
+            )
         if not outcome.ran:
             ctx.log.info(
                 "smd.migrations.done_elsewhere", done_by=outcome.done_by, done_at=outcome.done_at
@@ -259,6 +285,15 @@ class MigrationsPhase:
             done_by=outcome.done_by,
             done_at=outcome.done_at,
         )
+
+    async def _still_behind(self, ctx: PhaseContext, versions: Versions) -> bool:
+        """Whether the database is behind this image's heads now (one read; unreadable: no)."""
+        try:
+            current = await versions.read(max(0.5, min(5.0, wait_budget(ctx))))
+        except Exception:
+            return False  # the wait after this says what is wrong, classified
+        verdict = versions.verdict(current)
+        return verdict is not None and verdict.code == "behind"
 
     # -- configuration ----------------------------------------------------------------
 

@@ -91,6 +91,14 @@ class Coordinator(Protocol):
         coordination itself fails (e.g. the lock cannot be held)."""
         ...
 
+    async def forget(self, key: str, *, deadline_seconds: float) -> bool:
+        """Delete ``key``'s completion record (``True`` if there was one), so that
+        the next :meth:`run_once` runs the work again: for work whose done-ness
+        the caller can check, found undone though recorded (a migrated
+        database since downgraded or restored). Raise :class:`smd.PhaseError`
+        like :meth:`run_once`."""
+        ...
+
 
 #: Gives the fleet coordinator the settings call for, or ``None`` (this
 #: plugin has none configured).

@@ -37,6 +37,9 @@ class InProcessCoordinator:
         self.done[key] = ("replica-a", time.time())
         return OnceOutcome(True, value)
 
+    async def forget(self, key: str, *, deadline_seconds: float) -> bool:
+        return self.done.pop(key, None) is not None
+
 
 @pytest.fixture
 def coordinator() -> Iterator[InProcessCoordinator]:
