@@ -33,10 +33,19 @@ SKIP: Mapping[str, object] = {"encode": False}
 
 
 def iso(at: float | None) -> str | None:
-    """A wall-clock time as ISO-8601 UTC with milliseconds: ``2026-11-28T20:32:15.123Z``."""
+    """A wall-clock time as ISO-8601 UTC with milliseconds: ``2026-11-28T20:32:15.123Z``.
+
+    A time :class:`~datetime.datetime` cannot represent (a sample written by an
+    older smd or by hand, e.g. ``at = 1e30``) is the raw number of seconds
+    instead, ``1e+30 s since the epoch (out of range)``: a view shows it rather
+    than fail for good on it.
+    """
     if at is None or not math.isfinite(at):
         return None
-    text = datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")
+    try:
+        text = datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")
+    except (OverflowError, ValueError, OSError):  # out of time_t's or datetime's range
+        return f"{float(at):g} s since the epoch (out of range)"
     return text.replace("+00:00", "Z")
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from smd._deadline import policy_from_spec
 from smd._encode import encode, iso
 from smd._failures import FailureKind
 from smd._redact import redact
@@ -52,6 +53,16 @@ VERSION: Final = 1
 _META: Final = ("startup", "dependency", "environment", "phase")
 _SAMPLE_KEYS: Final = frozenset({"series", "at", "seconds", "censored", "kind"})
 _TIMED: Final = frozenset({Series.READY, Series.ATTEMPT})  # samples that must have seconds
+#: The wall-clock times a sample's ``at`` may hold: from the epoch to the last
+#: second of 9999-12-31 UTC. ``at`` is when a run recorded the sample, so it is
+#: never before 1970 (and a negative ``fromtimestamp`` fails on some platforms);
+#: year 9999 is the last one :class:`datetime.datetime` can represent, and every
+#: view turns ``at`` into ISO text through it. A time outside this range is a
+#: broken or hand-made entry, not a measurement.
+LATEST_AT: Final = 253_402_300_799.0  # datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+#: The built-in policy types :func:`smd._deadline.policy_from_spec` rebuilds; any
+#: other type is a custom policy's, which ``smd history`` does not rebuild.
+_BUILT_IN_POLICIES: Final = frozenset({"default", "fixed", "adaptive"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +251,7 @@ def _target(entry: object, where: str) -> TargetRecord:
     policy = entry.get("policy", {})
     if not isinstance(policy, dict):
         raise _Bad(f"{where}.policy", f"is {_kind(policy)}, expected an object")
+    _check_policy(policy, f"{where}.policy")
     samples = entry.get("samples")
     if not isinstance(samples, list):
         raise _Bad(f"{where}.samples", f"is {_kind(samples)}, expected a list of samples")
@@ -247,6 +259,22 @@ def _target(entry: object, where: str) -> TargetRecord:
     meta = {k: redact(v) for k, v in meta.items()}
     info = TargetInfo(name, policy=policy, **meta)
     return TargetRecord(info, tuple(sorted(parsed, key=lambda s: s.at)))
+
+
+def _check_policy(policy: Mapping[str, Any], where: str) -> None:
+    """Refuse a built-in timeout policy's spec that ``smd history`` could not rebuild."""
+    if not policy:
+        return  # nothing recorded: the views use the settings' default
+    kind = policy.get("type")
+    if kind not in _BUILT_IN_POLICIES:
+        return  # a custom policy's spec: the views say so, they never rebuild it
+    rebuilt = policy_from_spec(policy)
+    if isinstance(rebuilt, str):
+        raise _Bad(
+            where,
+            f"{rebuilt}; accepted: a timeout policy as 'smd history export' writes it, "
+            'e.g. {"type": "fixed", "seconds": 5} with seconds > 0',
+        )
 
 
 def _sample(data: object, where: str) -> Sample:
@@ -262,9 +290,16 @@ def _sample(data: object, where: str) -> Sample:
         accepted = ", ".join(s.value for s in Series)
         raise _Bad(f"{where}.series", f"is {series!r}; accepted: {accepted}")
     at = data.get("at")
-    if isinstance(at, bool) or not isinstance(at, int | float) or not math.isfinite(at):
+    if (
+        isinstance(at, bool)
+        or not isinstance(at, int | float)
+        or not math.isfinite(at)
+        or not 0 <= at <= LATEST_AT
+    ):
         raise _Bad(
-            f"{where}.at", f"is {at!r}, expected a wall-clock time in seconds since the epoch"
+            f"{where}.at",
+            f"is {at!r}, expected a wall-clock time in seconds since the epoch, "
+            f"from 0 (1970-01-01T00:00:00Z) to {LATEST_AT:.0f} (9999-12-31T23:59:59Z)",
         )
     seconds = data.get("seconds")
     if seconds is not None and (
@@ -275,7 +310,8 @@ def _sample(data: object, where: str) -> Sample:
     ):
         raise _Bad(f"{where}.seconds", f"is {seconds!r}, expected a number of seconds >= 0 or null")
     if seconds is None and Series(str(series)) in _TIMED:
-        raise _Bad(f"{where}.seconds", f"a {series} sample needs its number of seconds")
+        article = "an" if str(series)[0] in "aeiou" else "a"
+        raise _Bad(f"{where}.seconds", f"{article} {series} sample needs its number of seconds")
     censored = data.get("censored", False)
     if not isinstance(censored, bool):
         raise _Bad(f"{where}.censored", f"is {censored!r}, expected true or false")

@@ -1168,3 +1168,19 @@ def test_history_view_reads_without_creating_the_store(tmp_path: Path) -> None:
     store = open_store(Settings(history_path=path), readonly=True)
     assert summarize(store) == []
     assert not path.parent.exists()
+
+
+def test_history_view_shows_an_out_of_range_time_as_its_number(tmp_path: Path) -> None:
+    # A sample no datetime can hold (an older smd's import, or the store's API):
+    # the views show the number instead of failing for good on it.
+    clock = ManualClock(start=2_000_000_000.0)
+    store = SQLiteHistoryStore(tmp_path / "h.sqlite3")
+    store.append_many(
+        {TARGET: [Sample(Series.READY, 3e11, 1.0), Sample(Series.READY, 1e30, 2.0)]},
+        info={TARGET: TargetInfo(TARGET, "api", PROD_DEPENDENCY, "production", "database")},
+    )
+    (summary,) = summarize(store, Settings(), clock=clock)
+    data = json.loads(json.dumps(summary.to_dict()))
+    assert data["first_at"] == "3e+11 s since the epoch (out of range)"
+    assert data["last_at"] == "1e+30 s since the epoch (out of range)"
+    assert "last sample  1e+30 s since the epoch (out of range)" in render_text([summary])

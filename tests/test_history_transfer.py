@@ -210,6 +210,64 @@ BAD = [
         "at targets[0].samples[0].kind",
         "is 'oops'; accepted: infrastructure",
     ),
+    *[
+        (
+            {
+                "format": FORMAT,
+                "version": 1,
+                "targets": [{"target": "x", "samples": [{"series": "bypass", "at": at}]}],
+            },
+            "at targets[0].samples[0].at",
+            f"is {at!r}, expected a wall-clock time in seconds since the epoch, from 0 "
+            "(1970-01-01T00:00:00Z) to 253402300799 (9999-12-31T23:59:59Z)",
+        )
+        for at in [1e30, 3e11, -1, 253402300800]
+    ],
+    *[
+        (
+            {
+                "format": FORMAT,
+                "version": 1,
+                "targets": [
+                    {"target": "x", "samples": [{"series": series, "at": 5, "seconds": seconds}]}
+                ],
+            },
+            "at targets[0].samples[0].seconds",
+            problem,
+        )
+        for series, seconds, problem in [
+            ("ready", -0.5, "is -0.5, expected a number of seconds >= 0 or null"),
+            ("attempt", float("nan"), "is nan, expected a number of seconds"),
+            ("ready", float("inf"), "is inf, expected a number of seconds"),
+            ("attempt", None, "an attempt sample needs its number of seconds"),
+        ]
+    ],
+    *[
+        (
+            {
+                "format": FORMAT,
+                "version": 1,
+                "targets": [{"target": "x", "policy": policy, "samples": []}],
+            },
+            "at targets[0].policy",
+            f"stored timeout policy cannot be rebuilt ({problem}); accepted: a timeout policy",
+        )
+        for policy, problem in [
+            (
+                {"type": "fixed", "seconds": -3},
+                "ValueError: timeout must be a positive finite number of seconds, got -3.0",
+            ),
+            ({"type": "fixed"}, "KeyError: 'seconds'"),
+            (
+                {"type": "adaptive", "floor": 9, "ceiling": 2},
+                "ValueError: floor (9s) is above ceiling (2s)",
+            ),
+            (
+                {"type": "adaptive", "bogus": 1},
+                "TypeError: AdaptiveTimeout.__init__() got an unexpected keyword argument 'bogus'",
+            ),
+        ]
+    ],
 ]
 
 
@@ -247,6 +305,80 @@ def test_the_cli_refuses_a_bad_file_in_one_line_and_writes_nothing(tmp_path: Pat
     done = smd(tmp_path, "history", "--html", "x.html", "export", "x.json")
     assert done.returncode == 64
     assert "--html shows the dashboard" in done.stderr
+
+
+def test_the_cli_refuses_an_absurd_sample_time_or_policy_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    filled(tmp_path / "h.sqlite3")
+    before = export_document(SQLiteHistoryStore(tmp_path / "h.sqlite3"))["targets"]
+    good = {"series": "ready", "at": T0 + 600, "seconds": 0.5}
+    for name, target, expected in [
+        (
+            "far.json",
+            {"target": KEY, "samples": [good, {"series": "ready", "at": 1e30, "seconds": 1.0}]},
+            "at targets[0].samples[1].at: is 1e+30, expected a wall-clock time in seconds "
+            "since the epoch, from 0 (1970-01-01T00:00:00Z) to 253402300799 "
+            "(9999-12-31T23:59:59Z)",
+        ),
+        (
+            "year11476.json",
+            {"target": KEY, "samples": [{"series": "bypass", "at": 3e11}, good]},
+            "at targets[0].samples[0].at: is 300000000000.0, expected a wall-clock time",
+        ),
+        (
+            "policy.json",
+            {
+                "target": "new/x@production",
+                "policy": {"type": "fixed", "seconds": -3},
+                "samples": [good],
+            },
+            "at targets[0].policy: stored timeout policy cannot be rebuilt (ValueError: "
+            "timeout must be a positive finite number of seconds, got -3.0); accepted: ",
+        ),
+    ]:
+        doc = {"format": FORMAT, "version": 1, "targets": [target]}
+        (tmp_path / name).write_text(json.dumps(doc))
+        done = smd(tmp_path, "history", "import", name)
+        assert done.returncode == 64, done.stderr
+        (line,) = done.stderr.strip().splitlines()
+        assert line.startswith(f"smd: usage error: history file '{name}' {expected}"), line
+        assert "Traceback" not in done.stderr
+        assert done.stdout == ""
+    # Nothing was written: the store holds what it held, and every view still works.
+    assert export_document(SQLiteHistoryStore(tmp_path / "h.sqlite3"))["targets"] == before
+    for view in (["history"], ["history", "--format", "json"]):
+        assert smd(tmp_path, *view).returncode == 0
+
+
+def test_the_views_show_a_stored_out_of_range_time_instead_of_failing(tmp_path: Path) -> None:
+    # What an older smd let an import write, or a store written through the API.
+    store = filled(tmp_path / "h.sqlite3")
+    store.append_many(
+        {KEY: [Sample(Series.READY, 3e11, 1.0), Sample(Series.READY, 1e30, 2.0)]},
+        {KEY: replace_policy(INFO, {"type": "fixed", "seconds": -3})},
+    )
+    text = smd(tmp_path, "history")
+    assert text.returncode == 0, text.stderr
+    assert "last sample  1e+30 s since the epoch (out of range)" in text.stdout
+    view = smd(tmp_path, "history", "--format", "json")
+    assert view.returncode == 0, view.stderr
+    (key,) = [t for t in json.loads(view.stdout) if t["target"] == KEY]
+    assert key["last_at"] == "1e+30 s since the epoch (out of range)"
+    assert key["first_at"] == "2027-01-15T08:00:00.123Z"
+    html = smd(tmp_path, "history", "--html", "d.html")
+    assert html.returncode == 0, html.stderr
+    page = (tmp_path / "d.html").read_text()
+    assert "3e+11 s since the epoch (out of range)" in page
+    for done in (text, view, html):
+        assert "Traceback" not in done.stderr
+        assert "internal error" not in done.stderr
+
+
+def replace_policy(info: TargetInfo, policy: dict[str, object]) -> TargetInfo:
+    return TargetInfo(
+        info.target, info.startup, info.dependency, info.environment, info.phase, policy
+    )
 
 
 def test_the_cli_round_trip_through_stdout_and_stdin_and_an_atomic_file(tmp_path: Path) -> None:
