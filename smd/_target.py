@@ -56,6 +56,13 @@ def load_target(spec: str) -> Startup:
         raise TargetError(
             f"cannot import TARGET {spec!r}: {type(exc).__name__} while importing: {exc}"
         ) from exc
+    except SystemExit as exc:
+        # A module that exits while being imported (a script's `sys.exit()` at
+        # the top level) is a TARGET that cannot be imported, not smd's exit
+        # code. KeyboardInterrupt still passes: it is the operator's, not the module's.
+        raise TargetError(
+            f"cannot import TARGET {spec!r}: its import called sys.exit({exc.code!r})"
+        ) from exc
     try:
         obj = getattr(module, attr)
     except AttributeError:

@@ -201,6 +201,29 @@ def test_bad_input_gets_one_line_and_the_documented_code(
     assert marks(tmp_path) == []
 
 
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [("import sys\nsys.exit(3)\n", "3"), ("raise SystemExit('bye')\n", "'bye'")],
+)
+def test_a_target_that_exits_while_imported_cannot_be_imported(
+    tmp_path: Path, body: str, code: str
+) -> None:
+    (tmp_path / "exits.py").write_text(body)
+    by_path = f"{tmp_path / 'exits.py'}:startup"
+    for args, target, env in [
+        (["plan", by_path], by_path, {}),
+        (["run", by_path, "--", sys.executable, "-c", "pass"], by_path, {}),
+        (["plan", "exits:startup"], "exits:startup", {"PYTHONPATH": str(tmp_path)}),
+    ]:
+        out = smd(tmp_path, *args, **env)
+        assert out.returncode == 64, (args, out.returncode, out.stderr)
+        assert out.stderr.strip().splitlines() == [
+            f"smd: cannot import TARGET {target!r}: its import called sys.exit({code})"
+        ]
+        assert out.stdout == ""
+        assert not (tmp_path / "history.sqlite3").exists()
+
+
 def test_env_argument_is_named_as_the_argument_not_the_variable(tmp_path: Path) -> None:
     """Issue 10 section 5: ``--env prod`` is the argument's mistake, not SMD_ENVIRONMENT's."""
     for command in (["plan", KINDS], ["run", KINDS], ["history"]):
