@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Final
 
-from pydantic import SecretStr, field_validator
+from pydantic import SecretStr, ValidationInfo, field_validator
 
 from smd.checks._pg_options import PostgresConfigError, PostgresOptions
 from smd.secrets import register_secret
@@ -20,12 +21,16 @@ from smd.settings import SettingsBase
 
 __all__ = ["FleetSettings", "register_secret_parts", "valid_schema"]
 
-_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+#: The ``SMD_HISTORY_URL`` schemes the fleet's store serves (its ``stores`` in
+#: :mod:`smd.checks._plugins`); another scheme is another plugin's store.
+_STORE_SCHEMES: Final = frozenset({"postgresql", "postgres"})
 
 
 def valid_schema(name: str) -> str:
     """``name`` if it is a plain lower-case SQL identifier; ``ValueError`` otherwise."""
-    if not isinstance(name, str) or not _SCHEMA_NAME.match(name):
+    # fullmatch: with match and "$", "smd\n" would pass ("$" also matches before a final newline).
+    if not isinstance(name, str) or not _SCHEMA_NAME.fullmatch(name):
         raise ValueError(
             f"invalid schema name {name!r}; accepted: lower-case letters, digits and '_', "
             "starting with a letter or '_', at most 63 characters"
@@ -40,6 +45,10 @@ class FleetSettings(SettingsBase):
     (default: ``SMD_DATABASE_URL``). It must be a direct connection or a
     session-mode pool: session advisory locks do not work through a
     transaction-pooling proxy (pgbouncer ``pool_mode = transaction``).
+    ``SMD_HISTORY_URL`` (a field of :class:`smd.Settings`), when it names this
+    plugin's store (``postgresql://`` / ``postgres://``), is checked here as
+    ``SMD_FLEET_URL`` is: a malformed DSN stops at settings load (exit 78)
+    instead of leaving every run on the embedded store with a warning.
     ``SMD_HISTORY_SCHEMA``: the schema of the shared history and of the
     completion records (default ``smd``). ``SMD_HISTORY_READ_BUDGET`` and
     ``SMD_HISTORY_WRITE_BUDGET``: seconds one read (before the phases) or one
@@ -52,11 +61,18 @@ class FleetSettings(SettingsBase):
     history_read_budget: float = 0.5
     history_write_budget: float = 2.0
 
-    @field_validator("fleet_url")
+    # history_url is the engine's field (the merged Settings holds it), so its
+    # absence here is not an error; Settings itself refuses a scheme no plugin serves.
+    @field_validator("fleet_url", "history_url", check_fields=False)
     @classmethod
-    def _fleet_url(cls, v: SecretStr | None) -> SecretStr | None:
+    def _postgres_url(cls, v: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         if v is None:
             return v
+        raw = v.get_secret_value()
+        if info.field_name == "history_url":
+            scheme = raw.strip().partition("://")[0].partition("+")[0].lower()
+            if scheme not in _STORE_SCHEMES:
+                return v  # another plugin's store checks its own URL
         try:
             PostgresOptions.from_dsn(v).validate()
         except PostgresConfigError as exc:

@@ -107,7 +107,8 @@ def open_store(
     url = settings.history_url.get_secret_value() if settings.history_url else None
     if not url or not settings.history_enabled or not shared:
         return local
-    # postgresql+asyncpg:// names a driver too; the store picks its own.
+    # The scheme names the plugin's store (a "+driver" suffix names no other
+    # store; the plugin's settings decide whether it accepts one).
     factory = store_factory(url.partition("://")[0].partition("+")[0].lower())
     if factory is None:  # validated at load; a plugin may have gone since
         return local

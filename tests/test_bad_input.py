@@ -459,3 +459,78 @@ def test_malformed_database_urls_are_invalid_settings_without_the_value(
     assert "accepted: a URL like postgresql://" in text
     assert "secret" not in text
     assert "db:" not in text
+
+
+SHARED_SECRET = "s3cr3t"
+RUN_KINDS = ["run", f"{TARGETS / 'kinds.py'}:startup", "--", sys.executable, "-c", "pass"]
+
+
+@pytest.mark.parametrize("variable", ["SMD_HISTORY_URL", "SMD_FLEET_URL"])
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        (
+            f"postgresql://u:{SHARED_SECRET}@h/db?sslmode=bogus",
+            "invalid sslmode 'bogus'; accepted: disable, allow, prefer, require, verify-ca, verify-full",
+        ),
+        (
+            f"postgresql://u:{SHARED_SECRET}@h:99999/db",
+            "invalid port '99999': expected an integer from 1 to 65535",
+        ),
+        (
+            f"postgres://u:{SHARED_SECRET}@h:0/db",
+            "invalid port '0': expected an integer from 1 to 65535",
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", [RUN_KINDS, ["plan", PLANS], ["history"]])
+def test_a_malformed_shared_url_is_an_invalid_setting_without_the_secret(
+    cwd: Path, variable: str, url: str, problem: str, command: list[str]
+) -> None:
+    """SMD_HISTORY_URL is checked as SMD_FLEET_URL is: at settings load, exit 78."""
+    out = _run(cwd, Case(command, INVALID, (), env={variable: url}))
+    assert out.returncode == INVALID, out.stderr
+    assert out.stderr.splitlines() == [f"smd: invalid setting {variable}: {problem}"]
+    assert out.stdout == ""
+    assert SHARED_SECRET not in out.stdout + out.stderr
+    assert not (cwd.parent / "state").exists()  # nothing ran, nothing was recorded
+
+
+def test_a_history_url_of_another_scheme_keeps_its_own_message(cwd: Path) -> None:
+    case = Case(["plan", PLANS], INVALID, (), env={"SMD_HISTORY_URL": "redis://u:pw@h/0"})
+    out = _run(cwd, case)
+    assert out.returncode == INVALID
+    assert out.stderr.splitlines() == [
+        "smd: invalid setting SMD_HISTORY_URL: no shared history store for 'redis'; "
+        "accepted: a URL whose scheme is one of postgres, postgresql"
+    ]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:pw@db:5432/app",
+        "postgres://u@db/app?sslmode=verify-full",
+        "POSTGRESQL://u:p%40ss@h1:5432,h2:5433/app?sslmode=require",
+        "postgresql:///app?host=/var/run/postgresql",
+    ],
+)
+def test_valid_history_urls_are_accepted(
+    cwd: Path, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    from smd import load_settings
+
+    monkeypatch.chdir(cwd)
+    settings = load_settings(history_url=url)
+    assert settings.history_url is not None
+    assert settings.history_url.get_secret_value() == url
+
+
+def test_a_schema_name_with_a_trailing_newline_is_refused() -> None:
+    from smd.checks._pg_fleet_settings import valid_schema
+
+    assert valid_schema("smd") == "smd"
+    assert valid_schema("fleet_a" + "9" * 56) == "fleet_a" + "9" * 56  # 63 characters
+    for name in ["smd\n", "smd\n\n", "\nsmd", "smd ", "Smd", "9smd", "a" * 64, ""]:
+        with pytest.raises(ValueError, match="invalid schema name"):
+            valid_schema(name)
