@@ -68,6 +68,10 @@ async def retry_until_ready(
     attempt's duration on ``clock``, measured here, so every probe gets the
     same rule.
 
+    An attempt gets ``attempt_seconds``, or all the time left when a retry
+    after it would get less than that: a handshake in progress is not
+    abandoned for a shorter one.
+
     Guarantees, whatever the waits: the loop never overruns
     ``deadline_seconds`` (every attempt's timeout is cut to what is left;
     ``math.inf``: until success or cancellation); no retry starts with less
@@ -104,7 +108,11 @@ async def retry_until_ready(
         if left <= 0 or (attempts and left < min_attempt_seconds):
             ran_out = True  # a late wake-up (a busy machine) left too little for a useful try
             break
-        timeout = min(per_attempt, left)
+        # A retry after this attempt would get less than a full attempt: give
+        # this one all that is left instead. An attempt in progress (a
+        # handshake a busy server is still working through) is worth more
+        # than a fresh one with less time, which would start it all over.
+        timeout = left if left < 2 * per_attempt else per_attempt
         a_start = clock.monotonic()
         result = await probe(timeout)
         a_end = clock.monotonic()
