@@ -108,8 +108,9 @@ class MigrationsPhase:
     (default ``SMD_DATABASE_URL``, else the config's ``sqlalchemy.url``).
     ``coordinator``: who decides which replica upgrades (default: the fleet
     coordinator on ``SMD_FLEET_URL``, else on ``url``). ``once_key`` names the
-    work in the fleet's completion records (default: the database and the
-    heads, so each new set of revisions is applied once). The phase is
+    work's lock and completion record (default: the database and its version
+    table, so that two releases never migrate one database at once; the
+    database itself says whether a record is still true). The phase is
     ``essential`` by default: a service must not run on the wrong schema.
     """
 
@@ -231,9 +232,11 @@ class MigrationsPhase:
         if first.failure.code != "behind":
             raise PhaseError(first.failure)
         coordinator = self.coordinator or _fleet(ctx, SecretStr(plain_dsn(url)))
-        key = self.once_key or (
-            f"alembic:{versions.options.target_key()}/{self.table}@{'+'.join(sorted(versions.heads))}"
-        )
+        # One key (so one lock) per database and version table, not per set of
+        # heads: two releases starting together (a canary, a quick redeploy)
+        # must not run DDL on one database at the same time. A record an
+        # earlier release left is contradicted by the database and forgotten.
+        key = self.once_key or f"alembic:{versions.options.target_key()}/{self.table}"
         sa_url = sqlalchemy_url(url.get_secret_value(), self.driver)
         ran = {"upgraded": False}
 

@@ -304,6 +304,40 @@ async def test_a_newer_release_that_migrated_during_the_wait_is_not_upgraded_ove
     assert pg.sql("SELECT count(*) FROM smd.once_done", database=db) == "0"
 
 
+async def test_two_releases_starting_together_never_migrate_one_database_at_once(
+    pg: PgCluster, db: str, dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A canary (or a quick redeploy): replicas of the release before (heads
+    # r0002) and of this one (r0003) start together on an empty database.
+    # They share one lock per database, so the revisions run one at a time,
+    # each exactly once: the newer release ends at head, the older one finds
+    # the database newer than itself (a configuration failure), whichever
+    # got the lock first.
+    older = tmp_path / "older"
+    (older / "versions").mkdir(parents=True)
+    (older / "env.py").write_text(
+        f"import runpy\nrunpy.run_path({str(ROOT / 'examples' / 'migrations' / 'env.py')!r})\n"
+    )
+    (older / "script.py.mako").write_text((ENV / "script.py.mako").read_text())
+    for revision in ("r0001_items.py", "r0002_price.py"):
+        (older / "versions" / revision).write_text((ENV / "versions" / revision).read_text())
+    monkeypatch.setenv("SMDTEST_MIGRATION_SLEEP", "1")  # r0002 is slow: the two overlap
+    reports: dict[str, Report] = {}
+    async with anyio.create_task_group() as tg:
+        for name, scripts in (("older", older), ("newer", ENV)):
+
+            async def replica(name: str = name, scripts: Path = scripts) -> None:
+                reports[name] = await run(MigrationsPhase(scripts, mode="upgrade", timeout=30), dsn)
+
+            tg.start_soon(replica)
+    assert [rev for rev, _ in migration_runs(pg, db)] == ["r0001", "r0002", "r0003"]
+    assert version(pg, db) == "r0003"
+    assert reports["newer"].state.value == "ready", reports["newer"].phases[0].failure
+    failure = reports["older"].phases[0].failure
+    assert failure is not None
+    assert (failure.kind, failure.code) == (FailureKind.CONFIGURATION, "unknown-revision")
+
+
 async def test_the_url_may_come_from_the_alembic_configuration(
     pg: PgCluster, db: str, dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
