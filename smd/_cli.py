@@ -15,7 +15,7 @@ import sys
 import traceback
 import warnings
 from collections.abc import Mapping
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 
@@ -27,6 +27,11 @@ from smd._settings_load import load_settings
 from smd._target import load_target
 from smd.exceptions import InvalidPlan, SettingsError, TargetError, UsageError
 from smd.plugins import PluginWarning, checks
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from smd._store import HistoryStore
 
 __all__ = ["main"]
 
@@ -236,56 +241,39 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
-    from smd._history_view import render_text, summarize
-    from smd._open_store import open_store
+    """``smd history`` (the view, ``--html``) and ``export|import|replay``.
 
-    if args.history_command is not None:
-        return _cmd_history_transfer(args)
-    html_path = None
-    if args.html is not None:
-        from smd._cli_run import check_output_path
-
-        html_path = check_output_path("--html", args.html)
-    settings = _settings(args.env)
-    _configure_logs(settings)
-    store = open_store(settings, readonly=True)
-    if html_path is not None:
-        from smd._dashboard import write_dashboard
-
-        count = write_dashboard(html_path, store, settings)
-        print(
-            f"smd: wrote the dashboard of {count} target{'' if count == 1 else 's'} to {html_path}"
-        )
-        return 0
-    summaries = summarize(store, settings)
-    if args.format == "json":
-        print(json.dumps([s.to_dict() for s in summaries], indent=2))
-    else:
-        print(redact(render_text(summaries)))
-    return 0
-
-
-def _cmd_history_transfer(args: argparse.Namespace) -> int:
-    """``smd history export|import|replay`` (the logic is in smd._history_transfer, smd._replay)."""
+    Every one of them opens the store through ``open_history``: the one the
+    settings name, never the embedded store in place of an unreachable shared
+    one (exit 75, one line). The logic is in smd._history_view,
+    smd._dashboard, smd._history_transfer and smd._replay.
+    """
     from smd import _history_file as file
     from smd import _history_transfer as transfer
     from smd.exceptions import StoreUnavailable
 
+    command: str | None = args.history_command
+    html_path = None
     if args.html is not None:
-        raise UsageError(
-            f"--html shows the dashboard; it does not go with '{args.history_command}'"
-        )
-    if args.history_command == "export" and args.file != "-":
+        if command is not None:
+            raise UsageError(f"--html shows the dashboard; it does not go with '{command}'")
+        from smd._cli_run import check_output_path
+
+        html_path = check_output_path("--html", args.html)
+    if command == "export" and args.file != "-":
         from smd._cli_run import check_output_path
 
         check_output_path("FILE", args.file)
-    records = file.read_export(args.file) if args.history_command == "import" else ()
-    settings = _settings(args.sub_env or args.env)
+    records = file.read_export(args.file) if command == "import" else ()
+    settings = _settings(getattr(args, "sub_env", None) or args.env)
     _configure_logs(settings)
     try:
-        store = transfer.open_history(settings, readonly=args.history_command != "import")
+        store = transfer.open_history(settings, readonly=command != "import")
+        if command is None:
+            _show_history(args, store, settings, html_path)
+            return 0
         where = transfer.describe_store(store)
-        if args.history_command == "export":
+        if command == "export":
             doc = file.export_document(store)
             file.write_export(args.file, doc)
             # With "-" the document is stdout: the summary goes to stderr.
@@ -293,7 +281,7 @@ def _cmd_history_transfer(args: argparse.Namespace) -> int:
                 file.render_export(doc, args.file, where),
                 file=sys.stderr if args.file == "-" else sys.stdout,
             )
-        elif args.history_command == "import":
+        elif command == "import":
             result = transfer.import_records(store, records)
             print(redact(transfer.render_import(result, args.file, where)))
         else:
@@ -305,9 +293,30 @@ def _cmd_history_transfer(args: argparse.Namespace) -> int:
             else:
                 print(redact(render_replay(replays)))
     except StoreUnavailable as exc:
-        _err(f"history {args.history_command}: {exc}")
+        _err(f"history{'' if command is None else ' ' + command}: {exc}")
         return EXIT_CODES["infrastructure"]
     return 0
+
+
+def _show_history(
+    args: argparse.Namespace, store: HistoryStore, settings: Settings, html_path: Path | None
+) -> None:
+    """The view: text, ``--format json`` or the ``--html`` dashboard."""
+    if html_path is not None:
+        from smd._dashboard import write_dashboard
+
+        count = write_dashboard(html_path, store, settings)
+        print(
+            f"smd: wrote the dashboard of {count} target{'' if count == 1 else 's'} to {html_path}"
+        )
+        return
+    from smd._history_view import render_text, summarize
+
+    summaries = summarize(store, settings)
+    if args.format == "json":
+        print(json.dumps([s.to_dict() for s in summaries], indent=2))
+    else:
+        print(redact(render_text(summaries)))
 
 
 def _dispatch(args: argparse.Namespace, cmd: list[str]) -> int:

@@ -114,12 +114,15 @@ def _transfer_budgets(settings: Settings) -> Settings:
 
 
 def open_history(settings: Settings, *, readonly: bool) -> HistoryStore:
-    """The store export, import and replay use: the one the settings name, no fallback.
+    """The store every ``smd history`` command uses: the one the settings name, no fallback.
+
+    The view (text, ``--format json``, ``--html``), export, import and replay
+    all open it here.
 
     A shared store gets :data:`TRANSFER_BUDGETS` unless the settings set its budgets.
 
     A run falls back to the embedded store when the shared one fails (it must
-    not stop startup); a transfer must not read or write the wrong store, so
+    not stop startup); these commands must not read or write the wrong store, so
     here the shared store's trouble is :class:`~smd.exceptions.StoreUnavailable`.
     """
     if not settings.history_enabled:

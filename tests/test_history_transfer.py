@@ -524,6 +524,11 @@ def test_history_export_import_and_replay_against_the_postgresql_store(
     view = smd(tmp_path, "history", "--format", "json", history="empty.sqlite3", **shared)
     assert view.returncode == 0, view.stderr
     assert [t["target"] for t in json.loads(view.stdout)] == sorted([KEY, CACHE])
+    shown = smd(tmp_path, "history", history="empty.sqlite3", **shared)
+    assert shown.returncode == 0, shown.stderr
+    assert "postgres://db.internal:5432/app  [production]  (startup shop, phase database)" in (
+        shown.stdout
+    )
     replay = smd(
         tmp_path,
         "history",
@@ -567,6 +572,27 @@ def test_a_shared_store_that_is_down_is_exit_75_without_falling_back(tmp_path: P
             assert needle not in done.stdout + done.stderr
     assert not (tmp_path / "out.json").exists()
     assert not (tmp_path / "h.sqlite3").exists()  # nothing went to the embedded store instead
+
+
+@pytest.mark.postgres
+def test_the_view_of_a_shared_store_that_is_down_is_exit_75_without_falling_back(
+    tmp_path: Path,
+) -> None:
+    # The embedded store has history: showing it instead of the fleet's would
+    # pass the wrong store off as the shared one.
+    filled(tmp_path / "h.sqlite3")
+    secret = password()
+    url = f"postgresql://smd_app:{quote(secret, safe='')}@127.0.0.1:{free_port()}/smd_app"
+    for args in ((), ("--format", "json"), ("--html", "d.html")):
+        done = smd(tmp_path, "history", *args, SMD_HISTORY_URL=url)
+        assert done.returncode == 75, done.stderr
+        (line,) = done.stderr.strip().splitlines()
+        assert line.startswith("smd: history: PostgreSQL history store postgres://127.0.0.1:"), line
+        assert "connection refused" in line
+        assert done.stdout == ""
+        for needle in needles(secret):
+            assert needle not in done.stdout + done.stderr
+    assert not (tmp_path / "d.html").exists()
 
 
 @pytest.mark.postgres
