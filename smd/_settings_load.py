@@ -9,8 +9,13 @@ with one line naming the variable (or argument) and what it accepts.
 
 from __future__ import annotations
 
+import collections.abc
+import enum
 import functools
+import json
+import re
 import tomllib
+import types
 import typing
 import warnings
 from collections.abc import Mapping
@@ -18,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, DotEnvSettingsSource, EnvSettingsSource
 from pydantic_settings import SettingsError as PydanticSettingsError
 
 from smd._settings import Settings
@@ -28,9 +34,176 @@ from smd.plugins import settings_models
 __all__ = ["load_settings", "settings_class"]
 
 
-def _variable(loc: tuple[int | str, ...]) -> str:
-    parts = [str(p) for p in loc if str(p) != "[key]"]
-    return "SMD_" + "__".join(p.upper() for p in parts)
+def _given(cls: type[BaseSettings], source: str | None = None) -> dict[str, str | None]:
+    """The ``SMD_*`` variables set in the environment and ``.env`` (or one of them), upper-cased."""
+    sources = (EnvSettingsSource, DotEnvSettingsSource)
+    given: dict[str, str | None] = {}
+    for kind in sources:
+        if source is None or kind.__name__ == source:
+            read = kind(cls)
+            given.update((k.upper(), v) for k, v in read.env_vars.items())
+    return {k: v for k, v in given.items() if k.startswith("SMD_")}
+
+
+def _variable(loc: tuple[int | str, ...], given: Mapping[str, str | None]) -> str:
+    """The variable behind ``loc``: the one the user set on its path, else its own.
+
+    A list's index (``SMD_BYPASS__ALLOWED_KINDS__0``) is no variable anyone
+    can set, and a value may come from a variable higher up the path, as
+    JSON (``SMD_BYPASS='{"production": {...}}'``): name the variable the user set.
+    """
+    parts: list[str] = []
+    for p in loc:
+        if isinstance(p, int):
+            break
+        if p != "[key]":
+            parts.append(p.upper())
+    full = "SMD_" + "__".join(parts)
+    for n in range(len(parts) - 1, 0, -1):
+        name = "SMD_" + "__".join(parts[:n])
+        if full not in given and name in given and _holds(given[name], parts[n:]):
+            return name
+    return full
+
+
+def _holds(value: str | None, keys: list[str]) -> bool:
+    """Whether ``value``, read as JSON, has an entry at ``keys`` (matched case-insensitively)."""
+    try:
+        node: object = json.loads(value or "")
+    except ValueError:
+        return False
+    for key in keys:
+        if not isinstance(node, dict):
+            return False
+        node = next((v for k, v in node.items() if str(k).upper() == key), _MISSING)
+    return node is not _MISSING
+
+
+_MISSING = object()
+
+
+# -- a complex setting (list, set, dict, model) whose value is not JSON ------------------
+
+_PARSE_ERROR = re.compile(r'error parsing value for field "(\w+)" from source "(\w+)"')
+_LISTS = (list, set, frozenset, tuple, collections.abc.Sequence, collections.abc.Set)
+_MAPS = (dict, collections.abc.Mapping)
+_PLAIN: dict[Any, tuple[str, list[Any]]] = {
+    str: ("strings", ["a", "b"]),
+    int: ("integers", [1, 2]),
+    float: ("numbers", [0.5, 2]),
+}
+
+
+def _arms(ann: Any) -> tuple[Any, ...]:
+    """The arms of ``X | None`` (or of any union) but ``None``; else ``(ann,)``."""
+    if typing.get_origin(ann) in (typing.Union, types.UnionType):
+        return tuple(a for a in typing.get_args(ann) if a is not type(None))
+    return (ann,)
+
+
+def _is_model(ann: Any) -> bool:
+    return isinstance(ann, type) and issubclass(ann, BaseModel)
+
+
+def _is_complex(ann: Any) -> bool:
+    return any(typing.get_origin(a) in (*_LISTS, *_MAPS) or _is_model(a) for a in _arms(ann))
+
+
+def _choices(ann: Any) -> list[Any]:
+    """The values an enum or ``Literal`` accepts (``[]`` for any other type)."""
+    if isinstance(ann, type) and issubclass(ann, enum.Enum):
+        return [m.value for m in ann]
+    if typing.get_origin(ann) is typing.Literal:
+        return list(typing.get_args(ann))
+    return []
+
+
+def _one_of(values: list[Any]) -> str:
+    shown = [repr(v) for v in values]
+    return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} or {shown[-1]}"
+
+
+def _compact(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _json_accepted(ann: Any, variable: str) -> str:
+    """What a complex setting accepts, with an example where one can be given."""
+    for arm in _arms(ann):
+        origin, args = typing.get_origin(arm), typing.get_args(arm)
+        if origin in _LISTS:
+            item = args[0] if args else None
+            values = _choices(item)
+            if values:
+                example = _compact(values[:2])
+                return f"a JSON list, e.g. '{example}', of {_one_of(values)}"
+            noun, sample = _PLAIN.get(item, ("values", ["a", "b"]))
+            return f"a JSON list of {noun}, e.g. '{_compact(sample)}'"
+        if origin in _MAPS:
+            froms, values = (_choices(a) for a in (args or (None, None)))
+            if froms and values:
+                example = _compact({froms[0]: values[0]})
+                return (
+                    f"a JSON object, e.g. '{example}', from {_one_of(froms)} to {_one_of(values)}"
+                )
+            return 'a JSON object, e.g. \'{"key":"value"}\''
+        if _is_model(arm):
+            keys = ", ".join(arm.model_fields)
+            return f"a JSON object with any of the keys {keys} (or {variable}__KEY for one key)"
+    return "a JSON value"
+
+
+def _walk(ann: Any, keys: list[str]) -> Any:
+    """The annotation ``keys`` (a variable's path below a field) lead to, or ``None``."""
+    for key in keys:
+        for arm in _arms(ann):
+            if _is_model(arm):
+                fields = {n.lower(): f for n, f in arm.model_fields.items()}
+                if key.lower() in fields:
+                    ann = fields[key.lower()].annotation
+                    break
+            elif typing.get_origin(arm) in _MAPS and len(typing.get_args(arm)) == 2:
+                ann = typing.get_args(arm)[1]
+                break
+        else:
+            return None
+    return ann
+
+
+def _holds_secret(ann: Any) -> bool:
+    if ann is SecretStr:
+        return True
+    if _is_model(ann):
+        return any(_holds_secret(f.annotation) for f in ann.model_fields.values())
+    return any(_holds_secret(a) for a in typing.get_args(ann))
+
+
+def _not_json(err: PydanticSettingsError, cls: type[BaseSettings]) -> str:
+    """One line for a complex setting whose value does not parse as JSON."""
+    found = _PARSE_ERROR.search(str(err))
+    if found is None or found.group(1) not in cls.model_fields:
+        return f"invalid settings: {err}"
+    field, source = found.groups()
+    prefix = f"SMD_{field.upper()}"
+    where = ".env" if source == DotEnvSettingsSource.__name__ else "the environment"
+    for name, value in _given(cls, source).items():
+        if name != prefix and not name.startswith(prefix + "__"):
+            continue
+        keys = name[len(prefix) + 2 :].split("__") if name != prefix else []
+        ann = _walk(cls.model_fields[field].annotation, keys)
+        if ann is None or not _is_complex(ann) or not value:
+            continue
+        try:
+            json.loads(value)
+        except ValueError:
+            shown = "" if _holds_secret(ann) else f" (got {value!r})"
+            accepted = _json_accepted(ann, name)
+            return f"invalid setting {name}{shown}: not valid JSON; accepted: {accepted}"
+    ann = cls.model_fields[field].annotation
+    return (
+        f"invalid setting {prefix}: a value in {where} for it (or one of {prefix}__*) "
+        f"is not valid JSON; accepted: {_json_accepted(ann, prefix)}"
+    )
 
 
 def _secret_fields(cls: type[BaseModel]) -> frozenset[str]:
@@ -43,17 +216,21 @@ def _secret_fields(cls: type[BaseModel]) -> frozenset[str]:
 
 
 def _format_error(
-    err: ValidationError, cls: type[BaseModel], argument_names: Mapping[str, str]
+    err: ValidationError, cls: type[BaseSettings], argument_names: Mapping[str, str]
 ) -> str:
     first = err.errors()[0]
     loc = tuple(first.get("loc", ()))
-    name = _variable(loc) if loc else "settings"
+    name = _variable(loc, _given(cls)) if loc else "settings"
     if loc and str(loc[0]) in argument_names:
         name = f"argument {argument_names[str(loc[0])]}"
     msg = str(first.get("msg", "invalid value"))
     msg = msg.removeprefix("Value error, ")
     if first.get("type") in ("enum", "literal_error") and "expected" in first.get("ctx", {}):
         msg = f"accepted: {first['ctx']['expected']}"
+    elif str(first.get("type", "")).endswith("_type") and all(isinstance(p, str) for p in loc):
+        ann = _walk(cls, [str(p) for p in loc])  # JSON, but not a list or an object
+        if ann is not None and _is_complex(ann):
+            msg = f"{msg}; accepted: {_json_accepted(ann, name)}"
     # Never echo the offending value of a secret; other values help.
     value = first.get("input")
     secret = bool(loc) and str(loc[0]) in _secret_fields(cls)
@@ -145,7 +322,7 @@ def load_settings(*, argument_names: Mapping[str, str] | None = None, **override
         raise SettingsError(_format_error(err, cls, argument_names or {})) from None
     except PydanticSettingsError as err:
         # e.g. malformed JSON in a complex SMD_* variable
-        raise SettingsError(f"invalid settings: {err}") from None
+        raise SettingsError(_not_json(err, cls)) from None
     except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as err:
         raise SettingsError(_culprit(err)) from None
     if in_files:

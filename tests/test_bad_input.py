@@ -10,6 +10,7 @@ to the history store.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -54,6 +55,16 @@ class Case:
     env: dict[str, str] = field(default_factory=dict)
     files: dict[str, bytes] = field(default_factory=dict)
     setup: Callable[[Path], None] | None = None
+
+
+REDIS_FORMS = (
+    "redis://[USERINFO@]HOST[:PORT][/DB] (rediss:// for TLS), where USERINFO is "
+    "USER:PASSWORD (an ACL user) or :PASSWORD (the default user) for AUTH"
+)
+KINDS_JSON = (
+    """a JSON list, e.g. '["infrastructure","timeout"]', of 'infrastructure', 'timeout', """
+    "'configuration', 'application' or 'unknown'"
+)
 
 
 def _plan_error(case: str, *needles: str) -> Case:
@@ -115,6 +126,63 @@ CASES: dict[str, Case] = {
         INVALID,
         ("SMD_BYPASS__PRODUCTION__BOGUS", "accepted: 'infrastructure', 'timeout'"),
         env={"SMD_BYPASS__PRODUCTION__BOGUS": "continue"},
+    ),
+    # A list, dict or model setting given as a variable: the variable is named, not
+    # pydantic-settings' field and source, nor a list index; the accepted form is JSON.
+    "bypass-kinds-not-json": Case(
+        ["run", PLANS],
+        INVALID,
+        (
+            "smd: invalid setting SMD_BYPASS__ALLOWED_KINDS (got 'infrastructure'): "
+            f"not valid JSON; accepted: {KINDS_JSON}",
+        ),
+        env={"SMD_BYPASS__ALLOWED_KINDS": "infrastructure"},
+    ),
+    "bypass-kinds-not-json-in-dotenv": Case(
+        ["run", PLANS],
+        INVALID,
+        ("smd: invalid setting SMD_BYPASS__ALLOWED_KINDS (got 'timeout'): not valid JSON; ",),
+        files={".env": b"SMD_BYPASS__ALLOWED_KINDS=timeout\n"},
+    ),
+    "bypass-kinds-unknown-kind": Case(
+        ["run", PLANS],
+        INVALID,
+        (
+            "smd: invalid setting SMD_BYPASS__ALLOWED_KINDS (got 'bogus'): accepted: 'infrastructure'",
+        ),
+        env={"SMD_BYPASS__ALLOWED_KINDS": '["bogus"]'},
+    ),
+    "bypass-kinds-not-a-list": Case(
+        ["run", PLANS],
+        INVALID,
+        ("SMD_BYPASS__ALLOWED_KINDS (got 'timeout'): ", f"; accepted: {KINDS_JSON}"),
+        env={"SMD_BYPASS__ALLOWED_KINDS": '"timeout"'},
+    ),
+    "bypass-cells-not-json": Case(
+        ["run", PLANS],
+        INVALID,
+        (
+            "smd: invalid setting SMD_BYPASS__PRODUCTION (got 'continue'): not valid JSON; "
+            """accepted: a JSON object, e.g. '{"infrastructure":"fail"}', from 'infrastructure', """,
+            "to 'fail', 'continue' or 'conditional'",
+        ),
+        env={"SMD_BYPASS__PRODUCTION": "continue"},
+    ),
+    "bypass-not-json": Case(
+        ["run", PLANS],
+        INVALID,
+        (
+            "smd: invalid setting SMD_BYPASS (got 'strict'): not valid JSON; "
+            "accepted: a JSON object with any of the keys mode, development, ",
+            "(or SMD_BYPASS__KEY for one key)",
+        ),
+        env={"SMD_BYPASS": "strict"},
+    ),
+    "bypass-json-unknown-kind": Case(
+        ["run", PLANS],
+        INVALID,
+        ("smd: invalid setting SMD_BYPASS (got 'bogus'): accepted: 'infrastructure'",),
+        env={"SMD_BYPASS": '{"production": {"bogus": "continue"}}'},
     ),
     "bypass-cell-unknown-action": Case(
         ["run", PLANS],
@@ -203,6 +271,21 @@ CASES: dict[str, Case] = {
         INVALID,
         ("SMD_DATABASE_URL", "port"),
         env={"SMD_DATABASE_URL": "postgresql://u@h1:5432,h2:99999/db"},
+    ),
+    # The accepted forms, verbatim: redaction (which masks what sits between a URL's
+    # ':' and its last '@', and what follows "password:") leaves them whole.
+    "check-redis-bad-db": Case(
+        ["check", "redis", "redis://127.0.0.1:1/notadb"],
+        INVALID,
+        (f"the path must be the database number (/0, /1, ...); accepted: {REDIS_FORMS}",),
+    ),
+    "check-redis-user-without-password": Case(
+        ["check", "redis", "redis://app@cache"],
+        INVALID,
+        (
+            "a user name without a password (give USER:PASSWORD@ for an ACL user, "
+            f":PASSWORD@ for the default user); accepted: {REDIS_FORMS}",
+        ),
     ),
     "check-dsn-bad-port": Case(
         ["check", "postgres", DSN],
@@ -395,6 +478,29 @@ def test_bad_input(cwd: Path, name: str) -> None:
     assert out.stdout == ""
     state = cwd.parent / "state"
     assert not state.exists() or list(state.iterdir()) == [], list(state.iterdir())
+
+
+def test_the_redis_checks_error_accepts_what_its_help_says(cwd: Path) -> None:
+    """The accepted forms in the error line are the TARGET help's, unmasked."""
+    from smd.plugins import checks
+
+    name = "redis"
+    out = _run(cwd, Case(["check", name, "redis://127.0.0.1:1/notadb"], INVALID, ()))
+    assert out.returncode == INVALID, out.stderr
+    (line,) = out.stderr.splitlines()
+    accepted = line.split("; accepted: ", 1)[1]
+    assert "***" not in accepted
+    assert checks()[name].target_help.startswith(accepted), (accepted, checks()[name].target_help)
+
+
+def test_the_example_a_json_setting_error_gives_is_accepted(cwd: Path) -> None:
+    """The form the error line shows, copied into the variable, is a valid setting."""
+    out = _run(cwd, CASES["bypass-kinds-not-json"])
+    example = out.stderr.split("e.g. '", 1)[1].split("'", 1)[0]
+    assert json.loads(example) == ["infrastructure", "timeout"]
+    done = _run(cwd, Case(["plan", PLANS], 0, (), env={"SMD_BYPASS__ALLOWED_KINDS": example}))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
 
 
 @pytest.mark.parametrize("name", ["target-import-error-inside", "settings-file-not-utf8"])
