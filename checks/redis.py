@@ -129,8 +129,9 @@ def _parse_url(url: str) -> tuple[bool, str, int, int, str | None, str | None]:
         raw_user, colon, raw_password = userinfo.partition(":")
         if not colon or not raw_password:
             raise ValueError(
-                "a user name without a password: give USER:PASSWORD@ (ACL user) or "
-                f":PASSWORD@ (the default user); accepted: {_ACCEPTED}"
+                # Not "password: give ...": redaction masks what follows "password:".
+                "a user name without a password (give USER:PASSWORD@ for an ACL user, "
+                f":PASSWORD@ for the default user); accepted: {_ACCEPTED}"
             )
         user = unquote(raw_user) or None
         password = unquote(raw_password)
