@@ -28,8 +28,13 @@ def classified(exc: BaseException, key: str, options: PostgresOptions) -> Failur
     )
 
 
-def unreachable(f: Failure, key: str, where: str) -> Failure:
-    """No connection to the coordinating database (``f``: why, already classified)."""
+def unreachable(
+    f: Failure, key: str, where: str, *, deadline_reached: bool | None = None
+) -> Failure:
+    """No connection to the coordinating database (``f``: why, already classified).
+
+    ``deadline_reached``: whether the deadline ended the wait (default: for a timeout).
+    """
     return Failure(
         f.kind,
         f"once-per-fleet work {key!r}: cannot reach {where}: {f.message}",
@@ -37,7 +42,9 @@ def unreachable(f: Failure, key: str, where: str) -> Failure:
         code=f.code,
         details=f.details,
         causes=f.causes,
-        deadline_reached=f.kind is FailureKind.TIMEOUT,
+        deadline_reached=(
+            f.kind is FailureKind.TIMEOUT if deadline_reached is None else deadline_reached
+        ),
     )
 
 
@@ -72,12 +79,13 @@ def overran(key: str) -> Failure:
 
 
 def lost(key: str, where: str, problem: str) -> Failure:
-    """The lock's session was lost while the work ran (the work was cancelled)."""
+    """The lock's session was lost while the work ran (the work was told to stop)."""
     return Failure(
         FailureKind.INFRASTRUCTURE,
         f"once-per-fleet work {key!r}: lost {where} while the work ran "
-        f"({problem}); the work was cancelled and nothing was recorded, so "
-        "another replica will run it",
+        f"({problem}); the work was told to stop (work in a thread, such as an "
+        "Alembic upgrade, runs to its end) and nothing was recorded, so another "
+        "replica will run it",
     )
 
 

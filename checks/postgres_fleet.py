@@ -42,7 +42,12 @@ Session advisory locks need one server session for the whole work: they do
 to any server session. Before the first lock the coordinator checks whether
 its session is really one server session; when it is not, the phase fails
 at once with one line saying so (a configuration failure). Point
-``SMD_FLEET_URL`` at PostgreSQL itself or at a session-mode pool.
+``SMD_FLEET_URL`` at PostgreSQL itself or at a session-mode pool. Through a
+session-mode pool the keepalives set on the session act on the pool's
+connection to the server, not on the holder's connection to the pool: a
+holder whose host vanishes keeps the lock until the pool notices (set
+pgbouncer's ``tcp_keepalive``, ``tcp_keepidle``, ``tcp_keepintvl`` and
+``tcp_keepcnt`` for its client connections).
 
 The statements on the lock's session (the pooler check, the heartbeat, the
 completion record) are in :mod:`smd.checks._pg_lock_session`; how failures
@@ -204,24 +209,16 @@ class AdvisoryLockCoordinator:
                 try:
                     acquired = False
                     try:
-                        if first:
-                            await self._prepare(conn)
-                        # The record first: once the work is done, a waiter's
-                        # probe is this one statement and calls no lock function.
-                        done = await self._record(conn, key)
+                        # A probe's statements are bounded too: a server that
+                        # accepts but stalls them (a table locked by a DDL)
+                        # must not keep this waiter's session past giving up.
+                        with anyio.fail_after(max(0.0, give_up - anyio.current_time())):
+                            done, acquired, holder = await self._probe(
+                                conn, key, lock, first, give_up, delay, holder
+                            )
+                        first = False
                         if done is not None:
                             return done
-                        if first:
-                            await self._check_session(conn, key, give_up)
-                            first = False
-                        if await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock):
-                            # Re-read under the lock: the holder may have finished since our read.
-                            done = await self._record(conn, key)
-                            if done is not None:
-                                return done
-                            acquired = True
-                        elif anyio.current_time() + delay >= give_up - _FINAL_PROBE:
-                            holder = await lock_holder(conn, lock, prefix=_APP_PREFIX) or holder
                     except PhaseError:
                         raise
                     except Exception as exc:
@@ -239,7 +236,10 @@ class AdvisoryLockCoordinator:
             left = give_up - now
             if left <= _FINAL_PROBE:
                 if refused is not None:
-                    raise PhaseError(failures.unreachable(refused, key, self._where))
+                    # Refused for lack of slots to the end: given up at the deadline.
+                    raise PhaseError(
+                        failures.unreachable(refused, key, self._where, deadline_reached=True)
+                    )
                 raise PhaseError(failures.timed_out(key, deadline_seconds, holder, self._where))
             # The last probe comes just before giving up, not after.
             await anyio.sleep(min(delay, left - _FINAL_PROBE))
@@ -268,6 +268,34 @@ class AdvisoryLockCoordinator:
             raise PhaseError(self._classified(exc, key)) from None
         finally:
             await close(conn)
+
+    async def _probe(
+        self,
+        conn: asyncpg.Connection,
+        key: str,
+        lock: int,
+        first: bool,
+        give_up: float,
+        delay: float,
+        holder: str | None,
+    ) -> tuple[OnceOutcome | None, bool, str | None]:
+        """One probe on ``conn``: (the record, if done; whether the lock is ours; who holds it)."""
+        if first:
+            await self._prepare(conn)
+        # The record first: once the work is done, a waiter's probe is this
+        # one statement and calls no lock function.
+        done = await self._record(conn, key)
+        if done is not None:
+            return done, False, holder
+        if first:
+            await self._check_session(conn, key, give_up)
+        if await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock):
+            # Re-read under the lock: the holder may have finished since our read.
+            done = await self._record(conn, key)
+            return done, done is None, holder
+        if anyio.current_time() + delay >= give_up - _FINAL_PROBE:
+            holder = await lock_holder(conn, lock, prefix=_APP_PREFIX) or holder
+        return None, False, holder
 
     def _delay(self, retry: int, waited: float) -> float:
         """The wait before the next probe: the backoff, its cap stretched on long waits."""

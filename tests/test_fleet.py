@@ -439,6 +439,34 @@ async def test_a_silent_lock_session_never_keeps_the_work_past_its_deadline(
     assert record(pg, key) == ""
 
 
+async def test_a_waiter_whose_probe_stalls_gives_up_at_its_deadline(
+    pg: PgCluster, fleet_dsn: str, key: str
+) -> None:
+    # The server accepts the probe's session but its statements wait (a DDL
+    # holds the completion table): the probe is bounded by the waiter's
+    # deadline, not left to whoever cancels the phase.
+    ready = AdvisoryLockCoordinator(fleet_dsn, identity="maker")
+    await ready.run_once(f"{key}/schema", _nothing, deadline_seconds=5)  # the schema exists
+    ddl = await superuser(pg)
+    try:
+        async with ddl.transaction():
+            await ddl.execute("LOCK TABLE smd.once_done IN ACCESS EXCLUSIVE MODE")
+            stalled = AdvisoryLockCoordinator(fleet_dsn, identity="stalled")
+            with anyio.fail_after(30):  # a hang fails the test instead of the suite
+                with pytest.raises(PhaseError) as err:
+                    await stalled.run_once(key, _nothing, deadline_seconds=1.0)
+    finally:
+        await ddl.close()
+    failure = err.value.failure
+    assert failure.kind is FailureKind.TIMEOUT, failure.message
+    assert failure.deadline_reached
+    assert record(pg, key) == ""
+
+
+async def _nothing() -> None:
+    return None
+
+
 async def test_a_forgotten_record_lets_the_next_replica_run_the_work_again(
     pg: PgCluster, fleet_dsn: str, key: str
 ) -> None:

@@ -310,9 +310,8 @@ async def test_two_releases_starting_together_never_migrate_one_database_at_once
     # A canary (or a quick redeploy): replicas of the release before (heads
     # r0002) and of this one (r0003) start together on an empty database.
     # They share one lock per database, so the revisions run one at a time,
-    # each exactly once: the newer release ends at head, the older one finds
-    # the database newer than itself (a configuration failure), whichever
-    # got the lock first.
+    # each exactly once, and the newer release ends at head, whichever got
+    # the lock first.
     older = tmp_path / "older"
     (older / "versions").mkdir(parents=True)
     (older / "env.py").write_text(
@@ -333,9 +332,15 @@ async def test_two_releases_starting_together_never_migrate_one_database_at_once
     assert [rev for rev, _ in migration_runs(pg, db)] == ["r0001", "r0002", "r0003"]
     assert version(pg, db) == "r0003"
     assert reports["newer"].state.value == "ready", reports["newer"].phases[0].failure
-    failure = reports["older"].phases[0].failure
-    assert failure is not None
-    assert (failure.kind, failure.code) == (FailureKind.CONFIGURATION, "unknown-revision")
+    # The older release is ready if it migrated first and saw its own head
+    # before the newer one went on; else it finds the database newer than
+    # itself. Never an Alembic error of two upgrades on one database.
+    older_report = reports["older"]
+    failure = older_report.phases[0].failure
+    if failure is None:
+        assert older_report.state.value == "ready"
+    else:
+        assert (failure.kind, failure.code) == (FailureKind.CONFIGURATION, "unknown-revision")
 
 
 async def test_the_url_may_come_from_the_alembic_configuration(
