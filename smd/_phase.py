@@ -237,7 +237,8 @@ class PhaseContext:
         slot (:class:`~smd.phases.DatabasePhase` falls back to the deadline
         it would have had without history when PostgreSQL answers "too many
         connections"). Outside a run (no runner enforces a deadline) it
-        changes nothing.
+        changes nothing. In a ``once=True`` phase it does not reach the fleet
+        coordinator, which fixed the work's deadline when the work began.
         """
         if not (math.isfinite(seconds) and seconds > 0):
             raise ValueError(f"seconds must be positive and finite, got {seconds!r}")
