@@ -25,7 +25,14 @@ from typing import Any
 
 from pydantic import BaseModel
 
-__all__ = ["NOT_SETTINGS", "SettingsWarning", "UnknownKey", "read_toml", "unknown_keys"]
+__all__ = [
+    "NOT_SETTINGS",
+    "SettingsWarning",
+    "UnknownKey",
+    "read_toml",
+    "settings_files",
+    "unknown_keys",
+]
 
 
 class SettingsWarning(UserWarning):
@@ -47,10 +54,22 @@ class UnknownKey:
     source: str
     key: str
     closest: str | None
+    #: The valid keys at the unknown key's level, as the user would write them.
+    accepted: tuple[str, ...] = ()
 
     def message(self) -> str:
-        hint = f"; did you mean {self.closest!r}?" if self.closest else ""
+        if self.closest:
+            hint = f"; did you mean {self.closest!r}?"
+        elif self.accepted and len(self.accepted) <= _LISTED:
+            hint = f"; accepted: {', '.join(self.accepted)}"
+        else:
+            hint = f"; accepted: the keys listed in {_DOCUMENTED}"
         return f"unknown setting {self.key!r} in {self.source}{hint}"
+
+
+#: Up to this many valid keys are listed; more are pointed to where they are documented.
+_LISTED = 8
+_DOCUMENTED = "docs/reference/settings.md"
 
 
 def _model(annotation: Any) -> type[BaseModel] | None:
@@ -111,7 +130,12 @@ def read_toml(path: Path) -> dict[str, Any]:
     return copy.deepcopy(cached[1])
 
 
-def _files() -> Iterator[tuple[str, Mapping[str, Any]]]:
+def settings_files() -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """``(where, table)`` for smd.toml and ``[tool.smd]``, highest priority first.
+
+    ``where`` names the file as every message does (``/abs/smd.toml``,
+    ``[tool.smd] of /abs/pyproject.toml``).
+    """
     toml = Path("smd.toml")
     if toml.is_file():
         yield str(toml.absolute()), read_toml(toml)
@@ -155,7 +179,14 @@ def _variables(model: type[BaseModel], names: Mapping[str, Any], source: str) ->
             head = _PREFIX + _DELIMITER.join(p.upper() for p in path[:-1])
             head = head + _DELIMITER if len(path) > 1 else head
             close = _closest(path[-1], valid)
-            out.append(UnknownKey(source, name, None if close is None else head + close.upper()))
+            out.append(
+                UnknownKey(
+                    source,
+                    name,
+                    None if close is None else head + close.upper(),
+                    tuple(head + v.upper() for v in valid),
+                )
+            )
     return out
 
 
@@ -165,7 +196,7 @@ def unknown_keys(
     """``(in files, in the environment)``: unknown keys of settings files and
     ``.env`` (errors), and unknown ``SMD_*`` environment variables (warnings)."""
     errors: list[UnknownKey] = []
-    for source, data in _files():
+    for source, data in settings_files():
         for path, valid in _walk(model, data, ()):
             close = _closest(path[-1], valid)
             errors.append(
@@ -173,6 +204,7 @@ def unknown_keys(
                     source,
                     ".".join(path),
                     None if close is None else ".".join((*path[:-1], close)),
+                    tuple(".".join((*path[:-1], v)) for v in valid),
                 )
             )
     errors += _variables(model, _dotenv(), f"{Path('.env').absolute()}")

@@ -4,7 +4,8 @@
 :class:`~smd._settings.Settings` merged with the models plugins contribute)
 from arguments, ``SMD_*`` environment variables, ``.env``, ``smd.toml`` and
 ``[tool.smd]``; an invalid value raises :class:`~smd.exceptions.SettingsError`
-with one line naming the variable (or argument) and what it accepts.
+with one line naming the variable (or argument, or a settings file's key and
+the file) and what it accepts.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pydantic_settings import BaseSettings, DotEnvSettingsSource, EnvSettingsSou
 from pydantic_settings import SettingsError as PydanticSettingsError
 
 from smd._settings import Settings
-from smd._settings_keys import SettingsWarning, unknown_keys
+from smd._settings_keys import SettingsWarning, settings_files, unknown_keys
 from smd.exceptions import SettingsError
 from smd.plugins import settings_models
 
@@ -215,19 +216,149 @@ def _secret_fields(cls: type[BaseModel]) -> frozenset[str]:
     )
 
 
+# -- a scalar setting (number, boolean) pydantic rejected: what it accepts ---------------
+
+_BOOLEAN = "true/false (also 1/0, yes/no, on/off)"
+#: pydantic's error types for a value that is not of the field's type at all.
+_NOT_A = {
+    "float_parsing": "not a valid number",
+    "float_type": "not a valid number",
+    "int_parsing": "not a valid integer",
+    "int_type": "not a valid integer",
+    "int_from_float": "not a whole number",
+    "bool_parsing": "not a valid boolean",
+    "bool_type": "not a valid boolean",
+}
+#: pydantic's error types for a number out of bounds, and the bound (a ctx key) they name.
+_BOUNDS = {
+    "greater_than": "gt",
+    "greater_than_equal": "ge",
+    "less_than": "lt",
+    "less_than_equal": "le",
+}
+_SIGNS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+
+
+def _field(cls: type[BaseModel], loc: tuple[int | str, ...]) -> tuple[type[BaseModel], str] | None:
+    """The model and field name ``loc`` ends on (through nested models), or ``None``."""
+    model = cls
+    for i, part in enumerate(loc):
+        if not isinstance(part, str) or part not in model.model_fields:
+            return None
+        if i == len(loc) - 1:
+            return model, part
+        ann = model.model_fields[part].annotation
+        inner = next((a for a in _arms(ann) if _is_model(a)), None)
+        if inner is None:
+            return None
+        model = inner
+    return None
+
+
+def _stated(model: type[BaseModel], name: str) -> str | None:
+    """What a number field's own validator says it accepts (asked with NaN), if it says."""
+    for decorator in model.__pydantic_decorators__.field_validators.values():
+        if name not in decorator.info.fields or decorator.info.mode != "after":
+            continue
+        try:
+            decorator.func(float("nan"))
+        except ValueError as exc:
+            text = str(exc)
+            if text.startswith("accepted: "):
+                return text.removeprefix("accepted: ")
+        except Exception:  # a validator that wants more than a value: no answer
+            continue
+    return None
+
+
+def _number(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _scalar_accepted(model: type[BaseModel], name: str, ctx: Mapping[str, Any]) -> str | None:
+    """What a number or boolean field accepts, from its type and its bounds."""
+    arms = _arms(model.model_fields[name].annotation)
+    if bool in arms:
+        return _BOOLEAN
+    if int in arms and float not in arms:
+        noun = "an integer"
+    elif float in arms or int in arms:
+        noun = "a number"
+    else:
+        return None
+    stated = _stated(model, name)  # e.g. "a positive finite number of seconds"
+    if stated is not None:
+        return stated
+    bounds: dict[str, Any] = {}
+    for constraint in model.model_fields[name].metadata:
+        for key in _SIGNS:
+            if getattr(constraint, key, None) is not None:
+                bounds[key] = getattr(constraint, key)
+    bounds.update((k, v) for k, v in ctx.items() if k in _SIGNS)
+    if "ge" in bounds and "le" in bounds and len(bounds) == 2:
+        return f"{noun} from {_number(bounds['ge'])} to {_number(bounds['le'])}"
+    parts = [f"{_SIGNS[k]} {_number(v)}" for k, v in bounds.items()]
+    return f"{noun} {' and '.join(parts)}" if parts else noun
+
+
+def _one_accepted(msg: str) -> str:
+    """Keep the first (most specific) ``accepted:`` part of a message that has several.
+
+    A validator may wrap a message that already says what is accepted
+    (``invalid sslmode 'x'; accepted: disable, ...``) in its own general one.
+    """
+    head, sep, rest = msg.partition("; accepted: ")
+    if not sep:
+        return msg
+    return f"{head}{sep}{rest.split('; accepted: ', 1)[0]}"
+
+
+def _in_file(loc: tuple[int | str, ...]) -> str | None:
+    """``key in FILE`` when the value at ``loc`` came from smd.toml or ``[tool.smd]``."""
+    keys = [str(p) for p in loc if p != "[key]"]
+    if not keys or not all(isinstance(p, str) for p in loc):
+        return None
+    for source, data in settings_files():  # in priority order: smd.toml first
+        node: object = data
+        for key in keys:
+            if not isinstance(node, Mapping):
+                break
+            node = next((v for k, v in node.items() if str(k).lower() == key.lower()), _MISSING)
+            if node is _MISSING:
+                break
+        else:
+            return f"{'.'.join(keys)} in {source}"
+    return None
+
+
+def _from_environment(name: str, given: Mapping[str, str | None]) -> bool:
+    return name in given or any(k.startswith(name + "__") for k in given)
+
+
 def _format_error(
     err: ValidationError, cls: type[BaseSettings], argument_names: Mapping[str, str]
 ) -> str:
     first = err.errors()[0]
     loc = tuple(first.get("loc", ()))
-    name = _variable(loc, _given(cls)) if loc else "settings"
+    given = _given(cls)
+    name = _variable(loc, given) if loc else "settings"
     if loc and str(loc[0]) in argument_names:
         name = f"argument {argument_names[str(loc[0])]}"
+    elif loc and not _from_environment(name, given):
+        name = _in_file(loc) or name
     msg = str(first.get("msg", "invalid value"))
-    msg = msg.removeprefix("Value error, ")
-    if first.get("type") in ("enum", "literal_error") and "expected" in first.get("ctx", {}):
-        msg = f"accepted: {first['ctx']['expected']}"
-    elif str(first.get("type", "")).endswith("_type") and all(isinstance(p, str) for p in loc):
+    msg = _one_accepted(msg.removeprefix("Value error, "))
+    kind = str(first.get("type", ""))
+    ctx = first.get("ctx", {})
+    if kind in ("enum", "literal_error") and "expected" in ctx:
+        msg = f"accepted: {ctx['expected']}"
+    elif kind in _NOT_A or kind in _BOUNDS:
+        found = _field(cls, loc)
+        accepted = None if found is None else _scalar_accepted(*found, ctx)
+        if accepted is not None:
+            problem = f"{_NOT_A[kind]}; " if kind in _NOT_A else ""
+            msg = f"{problem}accepted: {accepted}"
+    elif kind.endswith("_type") and all(isinstance(p, str) for p in loc):
         ann = _walk(cls, [str(p) for p in loc])  # JSON, but not a list or an object
         if ann is not None and _is_complex(ann):
             msg = f"{msg}; accepted: {_json_accepted(ann, name)}"

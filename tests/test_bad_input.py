@@ -112,7 +112,7 @@ CASES: dict[str, Case] = {
     "env-unknown-smd-toml": Case(
         ["run", PLANS],
         INVALID,
-        ("SMD_ENVIRONMENT", "accepted: development"),
+        ("invalid setting environment in ", "smd.toml (got 'qa'): ", "accepted: development"),
         files={"smd.toml": b'environment = "qa"\n'},
     ),
     "bypass-mode-unknown": Case(
@@ -193,7 +193,10 @@ CASES: dict[str, Case] = {
     "bypass-cell-in-pyproject": Case(
         ["run", PLANS],
         INVALID,
-        ("SMD_BYPASS__PRODUCTION__BOGUS", "accepted: 'infrastructure'"),
+        (
+            "invalid setting bypass.production.bogus in [tool.smd] of ",
+            "pyproject.toml (got 'bogus'): accepted: 'infrastructure'",
+        ),
         files={"pyproject.toml": b'[tool.smd.bypass.production]\nbogus = "continue"\n'},
     ),
     **{
@@ -212,6 +215,92 @@ CASES: dict[str, Case] = {
         ("SMD_STARTUP_BUDGET", "valid number"),
         env={"SMD_STARTUP_BUDGET": "two minutes"},
     ),
+    # A scalar's error says what it accepts, from its type and bounds, not pydantic's words.
+    "budget-not-a-number-accepted": Case(
+        ["plan", PLANS],
+        INVALID,
+        (f"smd: invalid setting SMD_STARTUP_BUDGET (got 'abc'): not a valid number; {POSITIVE}",),
+        env={"SMD_STARTUP_BUDGET": "abc"},
+    ),
+    "history-enabled-not-a-boolean": Case(
+        ["plan", PLANS],
+        INVALID,
+        (
+            "smd: invalid setting SMD_HISTORY_ENABLED (got 'perhaps'): not a valid boolean; "
+            "accepted: true/false (also 1/0, yes/no, on/off)",
+        ),
+        env={"SMD_HISTORY_ENABLED": "perhaps"},
+    ),
+    "min-success-rate-above-one": Case(
+        ["plan", PLANS],
+        INVALID,
+        (
+            "smd: invalid setting SMD_BYPASS__MIN_SUCCESS_RATE (got '2'): "
+            "accepted: a number from 0 to 1",
+        ),
+        env={"SMD_BYPASS__MIN_SUCCESS_RATE": "2"},
+    ),
+    "min-success-rate-not-a-number": Case(
+        ["plan", PLANS],
+        INVALID,
+        ("(got 'most'): not a valid number; accepted: a number from 0 to 1",),
+        env={"SMD_BYPASS__MIN_SUCCESS_RATE": "most"},
+    ),
+    "max-consecutive-degraded-zero": Case(
+        ["plan", PLANS],
+        INVALID,
+        ("SMD_BYPASS__MAX_CONSECUTIVE_DEGRADED (got '0'): accepted: an integer >= 1",),
+        env={"SMD_BYPASS__MAX_CONSECUTIVE_DEGRADED": "0"},
+    ),
+    "half-life-zero": Case(
+        ["plan", PLANS],
+        INVALID,
+        ("SMD_BYPASS__SUCCESS_HALF_LIFE_HOURS (got '0'): accepted: a number > 0",),
+        env={"SMD_BYPASS__SUCCESS_HALF_LIFE_HOURS": "0"},
+    ),
+    # A value from a file is named by its key and file, not as a variable no one set.
+    "budget-negative-smd-toml": Case(
+        ["plan", PLANS],
+        INVALID,
+        ("smd: invalid setting startup_budget in ", f"smd.toml (got -1): {POSITIVE}"),
+        files={"smd.toml": b"startup_budget = -1\n"},
+    ),
+    "budget-negative-pyproject": Case(
+        ["plan", PLANS],
+        INVALID,
+        (
+            "invalid setting startup_budget in [tool.smd] of ",
+            f"pyproject.toml (got -1): {POSITIVE}",
+        ),
+        files={"pyproject.toml": b"[tool.smd]\nstartup_budget = -1\n"},
+    ),
+    "budget-variable-over-smd-toml": Case(
+        ["plan", PLANS],
+        INVALID,
+        (f"smd: invalid setting SMD_STARTUP_BUDGET (got '-2'): {POSITIVE}",),
+        env={"SMD_STARTUP_BUDGET": "-2"},
+        files={"smd.toml": b"startup_budget = -1\n"},
+    ),
+    # An unknown key without a close match says what is accepted.
+    "smd-toml-unknown-key": Case(
+        ["plan", PLANS],
+        INVALID,
+        (
+            "smd: unknown setting 'bogus_key' in ",
+            "smd.toml; accepted: the keys listed in docs/reference/settings.md",
+        ),
+        files={"smd.toml": b"bogus_key = 1\n"},
+    ),
+    "smd-toml-unknown-nested-key": Case(
+        ["plan", PLANS],
+        INVALID,
+        (
+            "smd: unknown setting 'timeouts.production.bogus' in ",
+            "smd.toml; accepted: timeouts.production.ceiling, timeouts.production.default, "
+            "timeouts.production.floor",
+        ),
+        files={"smd.toml": b"[timeouts.production]\nbogus = 1\n"},
+    ),
     "budget-negative-dotenv": Case(
         ["run", PLANS],
         INVALID,
@@ -227,7 +316,7 @@ CASES: dict[str, Case] = {
     "floor-above-ceiling-smd-toml": Case(
         ["plan", PLANS],
         INVALID,
-        ("SMD_TIMEOUTS__STAGING", "floor (50s) is above ceiling (5s)"),
+        ("invalid setting timeouts.staging in ", "smd.toml: floor (50s) is above ceiling (5s)"),
         files={"smd.toml": b"[timeouts.staging]\nfloor = 50\nceiling = 5\n"},
     ),
     # An unknown profile is one line and 78 like every invalid setting (issue 10 section 5).
@@ -244,7 +333,7 @@ CASES: dict[str, Case] = {
     "timeouts-profile-unknown-smd-toml": Case(
         ["plan", PLANS],
         INVALID,
-        ("SMD_TIMEOUTS__PROFILE", "'bogus'", "accepted: none"),
+        ("invalid setting timeouts.profile in ", "smd.toml (got 'bogus')", "accepted: none"),
         files={"smd.toml": b'[timeouts]\nprofile = "bogus"\n'},
     ),
     "timeout-default-negative": Case(
@@ -271,6 +360,16 @@ CASES: dict[str, Case] = {
         INVALID,
         ("SMD_DATABASE_URL", "port"),
         env={"SMD_DATABASE_URL": "postgresql://u@h1:5432,h2:99999/db"},
+    ),
+    # The specific accepted part only, not the URL form after it as well.
+    "dsn-bad-sslmode": Case(
+        ["plan", PLANS],
+        INVALID,
+        (
+            "smd: invalid setting SMD_DATABASE_URL: invalid sslmode 'bogus'; "
+            "accepted: disable, allow, prefer, require, verify-ca, verify-full",
+        ),
+        env={"SMD_DATABASE_URL": "postgresql://u:s3cr3t@h/db?sslmode=bogus"},
     ),
     # The accepted forms, verbatim: redaction (which masks what sits between a URL's
     # ':' and its last '@', and what follows "password:") leaves them whole.
@@ -347,6 +446,20 @@ CASES: dict[str, Case] = {
         USAGE,
         ("command not found after '--': '/nonexistent/bin/server'",),
     ),
+    "cmd-not-executable": Case(
+        ["run", PLANS, "--", "./server.sh", "--port", "80"],
+        USAGE,
+        (
+            "smd: usage error: command after '--' is not executable: './server.sh'; "
+            "accepted: an executable file or a command on PATH",
+        ),
+        files={"server.sh": b"#!/bin/sh\nexit 0\n"},  # written 0644: no execute bit
+    ),
+    "cmd-is-a-directory": Case(
+        ["run", PLANS, "--", "/"],
+        USAGE,
+        ("smd: usage error: command after '--' is a directory: '/'",),
+    ),
     # -- output paths: checked before the first phase (issue 11) ---------------------
     "report-directory-missing": Case(
         ["run", PLANS, "--report", "missing/r.json"],
@@ -384,6 +497,11 @@ CASES: dict[str, Case] = {
         ["run", f"{TARGETS / 'sec_db.py'}:app"],
         USAGE,
         ("is a Starlette, not a smd.Startup", "expected 'package.module:attr'"),
+    ),
+    "target-an-int": Case(
+        ["plan", "errno:EPERM"],
+        USAGE,
+        ("smd: TARGET 'errno:EPERM' is an int, not a smd.Startup",),
     ),
     "target-import-error-inside": Case(
         ["run", f"{TARGETS / 'bad_import.py'}:startup"],
@@ -478,6 +596,18 @@ def test_bad_input(cwd: Path, name: str) -> None:
     assert out.stdout == ""
     state = cwd.parent / "state"
     assert not state.exists() or list(state.iterdir()) == [], list(state.iterdir())
+
+
+@pytest.mark.parametrize(
+    "name", ["dsn-bad-sslmode", "budget-not-a-number-accepted", "history-enabled-not-a-boolean"]
+)
+def test_one_accepted_part_and_no_secret(cwd: Path, name: str) -> None:
+    """One ``accepted:`` (the specific one), pydantic's own words gone, no password."""
+    out = _run(cwd, CASES[name])
+    (line,) = out.stderr.splitlines()
+    assert line.count("accepted:") == 1, line
+    assert "Input should be" not in line
+    assert "s3cr3t" not in out.stderr
 
 
 def test_the_redis_checks_error_accepts_what_its_help_says(cwd: Path) -> None:

@@ -50,7 +50,12 @@ def smd(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
             "SMD_PHASE_TIMEOT=3\nAPP_OTHER=1\n",
             "unknown setting 'SMD_PHASE_TIMEOT' in {path}/.env; did you mean 'SMD_PHASE_TIMEOUT'?",
         ),
-        ("smd.toml", "zzzz = 1\n", "unknown setting 'zzzz' in {path}/smd.toml"),
+        (
+            "smd.toml",
+            "zzzz = 1\n",
+            "unknown setting 'zzzz' in {path}/smd.toml; "
+            "accepted: the keys listed in docs/reference/settings.md",
+        ),
     ],
 )
 def test_an_unknown_key_in_a_settings_file_stops_naming_the_closest(
