@@ -375,5 +375,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if debug:
             _traceback()
-        _err(f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+        hint = "" if debug else " (run with --debug for the traceback)"
+        _err(f"internal error: {type(exc).__name__}: {exc}{hint}")
         return EXIT_CODES["application"]

@@ -45,6 +45,21 @@ def check_output_path(option: str, path: str) -> Path:
     return p
 
 
+def _check_command(name: str) -> None:
+    """A :class:`UsageError` unless ``name`` (CMD's first word) is something exec can run."""
+    if shutil.which(name) is not None:
+        return
+    path = Path(name)
+    # A name with a slash is run as that file, never looked up on PATH.
+    if os.sep in name or "/" in name:
+        accepted = "accepted: an executable file or a command on PATH"
+        if path.is_dir():
+            raise UsageError(f"command after '--' is a directory: {name!r}; {accepted}")
+        if path.is_file():
+            raise UsageError(f"command after '--' is not executable: {name!r}; {accepted}")
+    raise UsageError(f"command not found after '--': {name!r} (not on PATH)")
+
+
 async def _run(
     startup: Startup, settings: Settings, mode: Mode, observers: list[Observer]
 ) -> tuple[Report, str | None]:
@@ -77,8 +92,8 @@ def run_command(
     cmd: list[str],
 ) -> int:
     """Run ``startup``; on ready/degraded exec ``cmd`` (if given) in this process."""
-    if cmd and shutil.which(cmd[0]) is None:
-        raise UsageError(f"command not found after '--': {cmd[0]!r} (not on PATH)")
+    if cmd:
+        _check_command(cmd[0])
     observers: list[Observer] = []
     if report_path:
         observers.append(ReportFile(check_output_path("--report", report_path)))

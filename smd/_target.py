@@ -17,6 +17,14 @@ __all__ = ["load_target"]
 _FORM = "expected 'package.module:attr' or 'path/to/file.py:attr' naming a smd.Startup"
 
 
+def _a(obj: object) -> str:
+    """What ``obj`` is, with its article: ``an int``, ``a Starlette``, ``None``."""
+    if obj is None:
+        return "None"
+    name = type(obj).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
 def load_target(spec: str) -> Startup:
     """Import TARGET and return the Startup it names.
 
@@ -68,5 +76,5 @@ def load_target(spec: str) -> Startup:
     except AttributeError:
         raise TargetError(f"TARGET {spec!r}: module has no attribute {attr!r}") from None
     if not isinstance(obj, Startup):
-        raise TargetError(f"TARGET {spec!r} is a {type(obj).__name__}, not a smd.Startup ({_FORM})")
+        raise TargetError(f"TARGET {spec!r} is {_a(obj)}, not a smd.Startup ({_FORM})")
     return obj

@@ -508,3 +508,19 @@ def test_the_quickstart_runs_against_a_real_database(
         assert decision["mode"] == ("permissive" if environment == "development" else "strict")
     password = pg_dsn.split("@", 1)[0].rsplit(":", 1)[1]
     assert password not in out.stdout + out.stderr + report.read_text()
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_an_internal_error_offers_the_traceback_only_without_debug(
+    tmp_path: Path, debug: bool
+) -> None:
+    """A CMD exec refuses (no #!, not a binary) is an internal error: one line, 70."""
+    server = tmp_path / "server"
+    server.write_bytes(b"\x00\x01 not a program\n")
+    server.chmod(0o755)
+    out = smd(tmp_path, *(["--debug"] if debug else []), "run", KINDS, "--", str(server))
+    assert out.returncode == 70, out.stderr
+    last = out.stderr.splitlines()[-1]
+    assert last.startswith("smd: internal error: OSError: "), out.stderr
+    assert ("Traceback" in out.stderr) is debug
+    assert last.endswith("(run with --debug for the traceback)") is not debug, last
