@@ -31,7 +31,8 @@ How, and why each step is there:
    restart, ``pg_terminate_backend``, network loss): another replica may be
    running it by then.
 4. **Record** completion only when the work succeeded, then end the
-   session. A failed (or cancelled) work records nothing: a later replica
+   session. The work itself ends a little before the deadline (a tenth of
+   it, at most 1 s), so that work that finished in time is always recorded. A failed (or cancelled) work records nothing: a later replica
    runs it again. A holder that dies ends its session, which releases the
    lock (TCP keepalives on the session, 10 s idle + 3 x 5 s, also release
    it when the holder's host vanishes without closing the connection).
@@ -137,6 +138,11 @@ _MARGIN_FRACTION: Final = 0.05
 _MARGIN_MAX: Final = 0.25
 # The final probe runs this long before giving up (it takes a few milliseconds).
 _FINAL_PROBE: Final = 0.05
+# What the holder keeps of its deadline for the completion record: a write
+# is one indexed upsert (milliseconds on a healthy server), 1 s covers a busy
+# one; never more than a tenth of a short deadline.
+_RECORD_RESERVE: Final = 1.0
+_RECORD_FRACTION: Final = 0.1
 _APP_PREFIX: Final = "smd fleet "
 
 
@@ -179,9 +185,18 @@ class AdvisoryLockCoordinator:
         return f"AdvisoryLockCoordinator({self.options.redacted()!r}, schema={self.schema!r})"
 
     async def run_once(
-        self, key: str, work: Callable[[], Awaitable[Any]], *, deadline_seconds: float
+        self,
+        key: str,
+        work: Callable[[], Awaitable[Any]],
+        *,
+        deadline_seconds: float,
+        lock_key: str | None = None,
     ) -> OnceOutcome:
         """Run ``work`` in this replica unless another one did or does; see the module docstring.
+
+        ``key`` names the completion record; ``lock_key`` (default ``key``)
+        the advisory lock, for work whose records differ but which must never
+        run at the same time (two releases' migrations of one database).
 
         Raises :class:`smd.PhaseError`: ``timeout`` when another replica still
         holds the lock at the deadline, ``configuration`` when the lock cannot
@@ -195,7 +210,7 @@ class AdvisoryLockCoordinator:
         # Stop waiting a little before the deadline, so that this classified
         # failure, not the phase runner's cancellation, reports it.
         give_up = deadline - min(_MARGIN_MAX, deadline_seconds * _MARGIN_FRACTION)
-        lock = lock_id(self.schema, key)
+        lock = lock_id(self.schema, lock_key or key)
         began = anyio.current_time()
         retry = 0
         first = True
@@ -257,9 +272,10 @@ class AdvisoryLockCoordinator:
         """
         if not (math.isfinite(deadline_seconds) and deadline_seconds > 0):
             raise ValueError("deadline_seconds must be a positive finite number")
-        conn = await self._connect(key, anyio.current_time() + deadline_seconds)
+        end = anyio.current_time() + deadline_seconds
+        conn = await self._connect(key, end)
         try:
-            with anyio.fail_after(deadline_seconds):
+            with anyio.fail_after(max(0.0, end - anyio.current_time())):
                 await self._prepare(conn)
                 return await forget_record(conn, self._table, key)
         except PhaseError:
@@ -392,7 +408,11 @@ class AdvisoryLockCoordinator:
         stop = anyio.Event()
         started = anyio.current_time()
         value: Any = None
-        with anyio.CancelScope(deadline=deadline) as work_scope:
+        # The work ends a little before the deadline, so that work that
+        # finished in time always has time left to be recorded: unrecorded,
+        # another replica would run it again.
+        reserve = max(0.0, min(_RECORD_RESERVE, (deadline - started) * _RECORD_FRACTION))
+        with anyio.CancelScope(deadline=deadline - reserve) as work_scope:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watch, conn, key, lock, pid, stop, work_scope, lost, deadline)
                 try:

@@ -29,12 +29,15 @@ replica publishes a :class:`MigrationState` to the phases that require it.
 Only the upgrade itself runs through the coordinator, with the same
 completion records (``<SMD_HISTORY_SCHEMA>.once_done``) as ``once=True``
 phases; the module that does the Alembic work is :mod:`smd.phases._alembic`.
-The database stays the truth: a record it contradicts (recorded done, the
-database behind again: downgraded, or restored from a backup, since) is
-forgotten (``smd.migrations.stale_record`` is logged) and the upgrade runs
-again, once per fleet; and the upgrade runs only from a revision behind the
-image's heads, never from one it does not know (a newer release migrated
-the database while this replica waited: a configuration failure).
+Each set of heads has its own record, and one lock per database and
+version table serves them all: two releases never migrate one database at
+the same time. The database stays the truth: a record of these heads it
+contradicts (recorded done, the database behind again: downgraded, or
+restored from a backup, since) is forgotten (``smd.migrations.stale_record``
+is logged) and the upgrade runs again, once per fleet; and the upgrade runs
+only from a revision behind the image's heads, never from one it does not
+know (a newer release migrated the database while this replica waited: a
+configuration failure).
 
 Alembic's API is synchronous: it runs in a worker thread, through the sync
 driver the environment's ``env.py`` uses (``postgresql+psycopg`` or
@@ -108,9 +111,10 @@ class MigrationsPhase:
     (default ``SMD_DATABASE_URL``, else the config's ``sqlalchemy.url``).
     ``coordinator``: who decides which replica upgrades (default: the fleet
     coordinator on ``SMD_FLEET_URL``, else on ``url``). ``once_key`` names the
-    work's lock and completion record (default: the database and its version
-    table, so that two releases never migrate one database at once; the
-    database itself says whether a record is still true). The phase is
+    work's completion record (default: the database and the heads, so each
+    new set of revisions is applied once); the lock is one per database and
+    version table whatever the key, so that two releases never migrate one
+    database at once. The phase is
     ``essential`` by default: a service must not run on the wrong schema.
     """
 
@@ -232,11 +236,12 @@ class MigrationsPhase:
         if first.failure.code != "behind":
             raise PhaseError(first.failure)
         coordinator = self.coordinator or _fleet(ctx, SecretStr(plain_dsn(url)))
-        # One key (so one lock) per database and version table, not per set of
-        # heads: two releases starting together (a canary, a quick redeploy)
-        # must not run DDL on one database at the same time. A record an
-        # earlier release left is contradicted by the database and forgotten.
-        key = self.once_key or f"alembic:{versions.options.target_key()}/{self.table}"
+        # The record per set of heads (each release's upgrade is its own
+        # work), the lock per database and version table: two releases
+        # starting together (a canary, a quick redeploy) must never run DDL on
+        # one database at the same time.
+        where = f"alembic:{versions.options.target_key()}/{self.table}"
+        key = self.once_key or f"{where}@{'+'.join(sorted(versions.heads))}"
         sa_url = sqlalchemy_url(url.get_secret_value(), self.driver)
         ran = {"upgraded": False}
 
@@ -260,7 +265,7 @@ class MigrationsPhase:
             ran["upgraded"] = True
 
         outcome = await coordinator.run_once(
-            key, work, deadline_seconds=max(0.001, ctx.remaining())
+            key, work, deadline_seconds=max(0.001, ctx.remaining()), lock_key=where
         )
         if not outcome.ran and await self._still_behind(ctx, versions):
             # The fleet's record says done, the database says behind: it was
@@ -275,7 +280,7 @@ class MigrationsPhase:
             )
             await coordinator.forget(key, deadline_seconds=max(0.001, ctx.remaining()))
             outcome = await coordinator.run_once(
-                key, work, deadline_seconds=max(0.001, ctx.remaining())
+                key, work, deadline_seconds=max(0.001, ctx.remaining()), lock_key=where
             )
         if not outcome.ran:
             ctx.log.info(

@@ -83,12 +83,19 @@ class Coordinator(Protocol):
     """Runs a phase in one replica of a fleet at a time (``Phase(once=True)``)."""
 
     async def run_once(
-        self, key: str, work: Callable[[], Awaitable[Any]], *, deadline_seconds: float
+        self,
+        key: str,
+        work: Callable[[], Awaitable[Any]],
+        *,
+        deadline_seconds: float,
+        lock_key: str | None = None,
     ) -> OnceOutcome:
         """Run ``work`` unless ``key`` is recorded as done; wait (without holding
         resources) while another replica runs it; record completion on success
-        only. Raise :class:`smd.PhaseError` with a classified failure when the
-        coordination itself fails (e.g. the lock cannot be held)."""
+        only. ``lock_key`` (default ``key``) names what excludes the work from
+        running concurrently, when works with different records must never
+        overlap. Raise :class:`smd.PhaseError` with a classified failure when
+        the coordination itself fails (e.g. the lock cannot be held)."""
         ...
 
     async def forget(self, key: str, *, deadline_seconds: float) -> bool:

@@ -304,14 +304,8 @@ async def test_a_newer_release_that_migrated_during_the_wait_is_not_upgraded_ove
     assert pg.sql("SELECT count(*) FROM smd.once_done", database=db) == "0"
 
 
-async def test_two_releases_starting_together_never_migrate_one_database_at_once(
-    pg: PgCluster, db: str, dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A canary (or a quick redeploy): replicas of the release before (heads
-    # r0002) and of this one (r0003) start together on an empty database.
-    # They share one lock per database, so the revisions run one at a time,
-    # each exactly once, and the newer release ends at head, whichever got
-    # the lock first.
+def older_release(tmp_path: Path) -> Path:
+    """The script directory of the release before this one: r0001 and r0002 (heads r0002)."""
     older = tmp_path / "older"
     (older / "versions").mkdir(parents=True)
     (older / "env.py").write_text(
@@ -320,6 +314,38 @@ async def test_two_releases_starting_together_never_migrate_one_database_at_once
     (older / "script.py.mako").write_text((ENV / "script.py.mako").read_text())
     for revision in ("r0001_items.py", "r0002_price.py"):
         (older / "versions" / revision).write_text((ENV / "versions" / revision).read_text())
+    return older
+
+
+async def test_the_next_release_upgrades_without_taking_the_last_ones_record_for_stale(
+    pg: PgCluster, db: str, dsn: str, tmp_path: Path
+) -> None:
+    # Every release adds revisions: its upgrade is its own work, with its own
+    # record. The previous release's record is not "stale" (that warning is
+    # for a database rolled back under a record of the same heads).
+    import structlog
+
+    first = await run(MigrationsPhase(older_release(tmp_path), mode="upgrade", timeout=30), dsn)
+    assert first.state.value == "ready"
+    with structlog.testing.capture_logs() as logs:
+        second = await run(MigrationsPhase(ENV, mode="upgrade", timeout=30), dsn)
+    assert second.state.value == "ready", second.phases[0].failure
+    assert [rev for rev, _ in migration_runs(pg, db)] == ["r0001", "r0002", "r0003"]
+    events = [e["event"] for e in logs]
+    assert "smd.migrations.upgrading" in events
+    assert "smd.migrations.stale_record" not in events
+    assert pg.sql("SELECT count(*) FROM smd.once_done", database=db) == "2"  # one per release
+
+
+async def test_two_releases_starting_together_never_migrate_one_database_at_once(
+    pg: PgCluster, db: str, dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A canary (or a quick redeploy): replicas of the release before (heads
+    # r0002) and of this one (r0003) start together on an empty database.
+    # They share one lock per database, so the revisions run one at a time,
+    # each exactly once, and the newer release ends at head, whichever got
+    # the lock first.
+    older = older_release(tmp_path)
     monkeypatch.setenv("SMDTEST_MIGRATION_SLEEP", "1")  # r0002 is slow: the two overlap
     reports: dict[str, Report] = {}
     async with anyio.create_task_group() as tg:

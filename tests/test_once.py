@@ -27,7 +27,12 @@ class InProcessCoordinator:
         self.keys: list[str] = []
 
     async def run_once(
-        self, key: str, work: Callable[[], Awaitable[Any]], *, deadline_seconds: float
+        self,
+        key: str,
+        work: Callable[[], Awaitable[Any]],
+        *,
+        deadline_seconds: float,
+        lock_key: str | None = None,
     ) -> OnceOutcome:
         self.keys.append(key)
         if key in self.done:
