@@ -120,6 +120,7 @@ def policy_from_spec(spec: Mapping[str, Any]) -> TimeoutPolicy | str | None:
             return FixedTimeout(float(params["seconds"]))
         if kind == "adaptive":
             return AdaptiveTimeout(**params)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+        # ArithmeticError: a number too large for a float (a hand-made spec).
         return f"stored timeout policy cannot be rebuilt ({type(exc).__name__}: {exc})"
     return f"set by the custom policy {spec.get('name', '?')}; `smd plan TARGET` shows it"

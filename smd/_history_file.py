@@ -277,6 +277,20 @@ def _check_policy(policy: Mapping[str, Any], where: str) -> None:
         )
 
 
+def _finite(x: float) -> bool:
+    """Whether ``x`` is a finite float; an integer too large for one is not."""
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``, shortened: a 400-digit number in a file is not worth a 400-digit line."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}...{text[-8:]} ({len(text)} characters)"
+
+
 def _sample(data: object, where: str) -> Sample:
     if not isinstance(data, dict):
         raise _Bad(where, f"is {_kind(data)}, expected an object")
@@ -293,22 +307,24 @@ def _sample(data: object, where: str) -> Sample:
     if (
         isinstance(at, bool)
         or not isinstance(at, int | float)
-        or not math.isfinite(at)
+        or not _finite(at)
         or not 0 <= at <= LATEST_AT
     ):
         raise _Bad(
             f"{where}.at",
-            f"is {at!r}, expected a wall-clock time in seconds since the epoch, "
+            f"is {_shown(at)}, expected a wall-clock time in seconds since the epoch, "
             f"from 0 (1970-01-01T00:00:00Z) to {LATEST_AT:.0f} (9999-12-31T23:59:59Z)",
         )
     seconds = data.get("seconds")
     if seconds is not None and (
         isinstance(seconds, bool)
         or not isinstance(seconds, int | float)
-        or not math.isfinite(seconds)
+        or not _finite(seconds)
         or seconds < 0
     ):
-        raise _Bad(f"{where}.seconds", f"is {seconds!r}, expected a number of seconds >= 0 or null")
+        raise _Bad(
+            f"{where}.seconds", f"is {_shown(seconds)}, expected a number of seconds >= 0 or null"
+        )
     if seconds is None and Series(str(series)) in _TIMED:
         article = "an" if str(series)[0] in "aeiou" else "a"
         raise _Bad(f"{where}.seconds", f"{article} {series} sample needs its number of seconds")

@@ -223,6 +223,15 @@ BAD = [
         )
         for at in [1e30, 3e11, -1, 253402300800]
     ],
+    (  # an integer no float can hold: refused, and shown short
+        {
+            "format": FORMAT,
+            "version": 1,
+            "targets": [{"target": "x", "samples": [{"series": "bypass", "at": 10**400}]}],
+        },
+        "at targets[0].samples[0].at",
+        "is 10000000000000000000...00000000 (401 characters), expected a wall-clock time",
+    ),
     *[
         (
             {
@@ -240,6 +249,7 @@ BAD = [
             ("attempt", float("nan"), "is nan, expected a number of seconds"),
             ("ready", float("inf"), "is inf, expected a number of seconds"),
             ("attempt", None, "an attempt sample needs its number of seconds"),
+            ("ready", 10**400, "is 10000000000000000000...00000000 (401 characters), expected"),
         ]
     ],
     *[
@@ -258,6 +268,10 @@ BAD = [
                 "ValueError: timeout must be a positive finite number of seconds, got -3.0",
             ),
             ({"type": "fixed"}, "KeyError: 'seconds'"),
+            (
+                {"type": "fixed", "seconds": 10**400},
+                "OverflowError: int too large to convert to float",
+            ),
             (
                 {"type": "adaptive", "floor": 9, "ceiling": 2},
                 "ValueError: floor (9s) is above ceiling (2s)",
