@@ -57,6 +57,7 @@ def _check_command(name: str) -> None:
             raise UsageError(f"command after '--' is a directory: {name!r}; {accepted}")
         if path.is_file():
             raise UsageError(f"command after '--' is not executable: {name!r}; {accepted}")
+        raise UsageError(f"command after '--' does not exist: {name!r}; {accepted}")
     raise UsageError(f"command not found after '--': {name!r} (not on PATH)")
 
 

@@ -68,9 +68,9 @@ async def retry_until_ready(
     attempt's duration on ``clock``, measured here, so every probe gets the
     same rule.
 
-    An attempt gets ``attempt_seconds``, or all the time left when a retry
-    after it would get less than that: a handshake in progress is not
-    abandoned for a shorter one.
+    An attempt gets ``attempt_seconds``, or all the time left when that is
+    less than two attempts (a retry after it would get less than a full
+    one): a handshake in progress is not abandoned for a shorter one.
 
     Guarantees, whatever the waits: the loop never overruns
     ``deadline_seconds`` (every attempt's timeout is cut to what is left;

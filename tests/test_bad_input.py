@@ -441,10 +441,13 @@ CASES: dict[str, Case] = {
         USAGE,
         ("command not found after '--': 'smd-no-such-server'", "not on PATH"),
     ),
-    "cmd-path-not-found": Case(
+    "cmd-path-not-found": Case(  # a path is run as it is, never looked up on PATH
         ["run", PLANS, "--", "/nonexistent/bin/server"],
         USAGE,
-        ("command not found after '--': '/nonexistent/bin/server'",),
+        (
+            "smd: usage error: command after '--' does not exist: '/nonexistent/bin/server'; "
+            "accepted: an executable file or a command on PATH",
+        ),
     ),
     "cmd-not-executable": Case(
         ["run", PLANS, "--", "./server.sh", "--port", "80"],

@@ -425,7 +425,7 @@ async def test_connect_timeout_bounds_each_attempt(fault_proxy: FaultProxy, pg_d
     assert "no answer within" in result.failure.message
     # The loop allowed the first attempt all 5.5 s (a retry after 5 s would
     # have had less than a full attempt); libpq's connect_timeout cut it at 2 s.
-    assert calls[0][2]["timeout"] == pytest.approx(5.5, abs=0.05)
+    assert calls[0][2]["timeout"] > 5  # more than attempt_seconds: all that was left
     assert len(calls) >= 2
     assert calls[0][2]["message"].startswith("no answer within connect_timeout=2s")
     for start, end, _ in calls[:-1]:
