@@ -128,30 +128,47 @@ def _compact(value: object) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-def _json_accepted(ann: Any, variable: str) -> str:
-    """What a complex setting accepts, with an example where one can be given."""
+def _json_accepted(ann: Any, variable: str | None) -> str:
+    """What a complex setting accepts, with an example where one can be given.
+
+    ``variable``: the environment variable the value came from, or ``None``
+    for a settings file (TOML: an array or a table, not JSON text).
+    """
+    toml = variable is None
     for arm in _arms(ann):
         origin, args = typing.get_origin(arm), typing.get_args(arm)
         if origin in _LISTS:
             item = args[0] if args else None
             values = _choices(item)
+            sample = values[:2] if values else _PLAIN.get(item, ("values", ["a", "b"]))[1]
+            shown = _toml(sample) if toml else f"'{_compact(sample)}'"
+            what = "an array" if toml else "a JSON list"
             if values:
-                example = _compact(values[:2])
-                return f"a JSON list, e.g. '{example}', of {_one_of(values)}"
-            noun, sample = _PLAIN.get(item, ("values", ["a", "b"]))
-            return f"a JSON list of {noun}, e.g. '{_compact(sample)}'"
+                return f"{what}, e.g. {shown}, of {_one_of(values)}"
+            noun = _PLAIN.get(item, ("values", []))[0]
+            return f"{what} of {noun}, e.g. {shown}"
         if origin in _MAPS:
             froms, values = (_choices(a) for a in (args or (None, None)))
+            what = "a table" if toml else "a JSON object"
             if froms and values:
-                example = _compact({froms[0]: values[0]})
-                return (
-                    f"a JSON object, e.g. '{example}', from {_one_of(froms)} to {_one_of(values)}"
-                )
-            return 'a JSON object, e.g. \'{"key":"value"}\''
+                example = {froms[0]: values[0]}
+                shown = _toml(example) if toml else f"'{_compact(example)}'"
+                return f"{what}, e.g. {shown}, from {_one_of(froms)} to {_one_of(values)}"
+            return f"{what}, e.g. " + ('{ key = "value" }' if toml else '\'{"key":"value"}\'')
         if _is_model(arm):
             keys = ", ".join(arm.model_fields)
+            if toml:
+                return f"a table with any of the keys {keys}"
             return f"a JSON object with any of the keys {keys} (or {variable}__KEY for one key)"
-    return "a JSON value"
+    return "a TOML value" if toml else "a JSON value"
+
+
+def _toml(value: object) -> str:
+    """A list of scalars or a one-level mapping, as TOML writes it inline."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items()) + " }"
+    assert isinstance(value, list)
+    return "[" + ", ".join(json.dumps(v) for v in value) + "]"
 
 
 def _walk(ann: Any, keys: list[str]) -> Any:
@@ -314,9 +331,17 @@ def _one_accepted(msg: str) -> str:
 
 
 def _in_file(loc: tuple[int | str, ...]) -> str | None:
-    """``key in FILE`` when the value at ``loc`` came from smd.toml or ``[tool.smd]``."""
-    keys = [str(p) for p in loc if p != "[key]"]
-    if not keys or not all(isinstance(p, str) for p in loc):
+    """``key in FILE`` when the value at ``loc`` came from smd.toml or ``[tool.smd]``.
+
+    The key is the path down to the setting (a list's index is part of its value).
+    """
+    keys: list[str] = []
+    for p in loc:
+        if isinstance(p, int):
+            break
+        if p != "[key]":
+            keys.append(str(p))
+    if not keys:
         return None
     for source, data in settings_files():  # in priority order: smd.toml first
         node: object = data
@@ -342,10 +367,18 @@ def _format_error(
     loc = tuple(first.get("loc", ()))
     given = _given(cls)
     name = _variable(loc, given) if loc else "settings"
+    variable: str | None = name  # where the value came from, for the accepted forms
     if loc and str(loc[0]) in argument_names:
         name = f"argument {argument_names[str(loc[0])]}"
     elif loc and not _from_environment(name, given):
-        name = _in_file(loc) or name
+        in_file = _in_file(loc)
+        if in_file is not None:
+            name, variable = in_file, None
+    elif loc:
+        # A variable higher up the path, holding JSON: say where in it.
+        inner = _variable(loc, {}).removeprefix(name).removeprefix("__")
+        if inner:
+            name = f"{name} (at key {inner.lower().replace('__', '.')})"
     msg = str(first.get("msg", "invalid value"))
     msg = _one_accepted(msg.removeprefix("Value error, "))
     kind = str(first.get("type", ""))
@@ -361,7 +394,7 @@ def _format_error(
     elif kind.endswith("_type") and all(isinstance(p, str) for p in loc):
         ann = _walk(cls, [str(p) for p in loc])  # JSON, but not a list or an object
         if ann is not None and _is_complex(ann):
-            msg = f"{msg}; accepted: {_json_accepted(ann, name)}"
+            msg = f"{msg}; accepted: {_json_accepted(ann, variable)}"
     # Never echo the offending value of a secret; other values help.
     value = first.get("input")
     secret = bool(loc) and str(loc[0]) in _secret_fields(cls)

@@ -181,7 +181,10 @@ CASES: dict[str, Case] = {
     "bypass-json-unknown-kind": Case(
         ["run", PLANS],
         INVALID,
-        ("smd: invalid setting SMD_BYPASS (got 'bogus'): accepted: 'infrastructure'",),
+        (
+            "smd: invalid setting SMD_BYPASS (at key production.bogus) (got 'bogus'): "
+            "accepted: 'infrastructure'",
+        ),
         env={"SMD_BYPASS": '{"production": {"bogus": "continue"}}'},
     ),
     "bypass-cell-unknown-action": Case(
@@ -259,6 +262,37 @@ CASES: dict[str, Case] = {
         env={"SMD_BYPASS__SUCCESS_HALF_LIFE_HOURS": "0"},
     ),
     # A value from a file is named by its key and file, not as a variable no one set.
+    # A complex setting from a file: TOML forms, the file's key, no variable syntax.
+    "bypass-not-a-table-smd-toml": Case(
+        ["plan", PLANS],
+        INVALID,
+        ("smd: invalid setting bypass in ", "smd.toml (got 1): ", "accepted: a table with"),
+        files={"smd.toml": b"bypass = 1\n"},
+    ),
+    "allowed-kinds-not-an-array-smd-toml": Case(
+        ["plan", PLANS],
+        INVALID,
+        (
+            "smd: invalid setting bypass.allowed_kinds in ",
+            'accepted: an array, e.g. ["infrastructure", "timeout"], of \'infrastructure\'',
+        ),
+        files={"smd.toml": b'[bypass]\nallowed_kinds = "x"\n'},
+    ),
+    "allowed-kinds-bad-item-smd-toml": Case(
+        ["plan", PLANS],
+        INVALID,
+        ("smd: invalid setting bypass.allowed_kinds in ", "smd.toml (got 'x'): accepted: "),
+        files={"smd.toml": b'[bypass]\nallowed_kinds = ["x"]\n'},
+    ),
+    "bypass-json-inner-key": Case(
+        ["plan", PLANS],
+        INVALID,
+        (
+            "smd: invalid setting SMD_BYPASS (at key force_continue) (got 'maybe'): ",
+            "accepted: true/false",
+        ),
+        env={"SMD_BYPASS": '{"force_continue": "maybe"}'},
+    ),
     "budget-negative-smd-toml": Case(
         ["plan", PLANS],
         INVALID,
