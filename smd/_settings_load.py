@@ -225,11 +225,9 @@ def _not_json(err: PydanticSettingsError, cls: type[BaseSettings]) -> str:
 
 
 def _secret_fields(cls: type[BaseModel]) -> frozenset[str]:
-    """Top-level fields holding a secret (their values are never echoed)."""
+    """Top-level fields holding a secret anywhere inside (their values are never echoed)."""
     return frozenset(
-        name
-        for name, info in cls.model_fields.items()
-        if SecretStr in typing.get_args(info.annotation) or info.annotation is SecretStr
+        name for name, info in cls.model_fields.items() if _holds_secret(info.annotation)
     )
 
 
