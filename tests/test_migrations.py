@@ -265,43 +265,43 @@ async def test_a_database_downgraded_since_its_upgrade_was_recorded_is_upgraded_
 
 
 async def test_a_newer_release_that_migrated_during_the_wait_is_not_upgraded_over(
-    pg: PgCluster, db: str, dsn: str
+    pg: PgCluster, db: str, dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Under the lock the work reads the database again. If a newer release
-    # migrated it past this image's heads while this replica waited for the
-    # lock, "upgrade head" would fail inside Alembic (an application
+    # The newer release (heads r0003) holds the lock and migrates (r0002 is
+    # slow). This older one (heads r0002) finds the database behind and waits
+    # for the lock; under it, it reads the database again: now newer than
+    # itself. "upgrade head" would fail inside Alembic (an application
     # failure); it is this image being older than the database: a
-    # configuration failure, and no upgrade is attempted.
-    import asyncpg
-
-    from smd.checks.postgres_fleet import lock_id
-
-    upgrade_to(dsn, "r0001")
-    holder = await asyncpg.connect(dsn)  # the newer release's replica, holding the fleet lock
-    await holder.execute("SELECT pg_advisory_lock($1)", lock_id("smd", "mig-race"))
-    phase = MigrationsPhase(ENV, mode="upgrade", timeout=20, once_key="mig-race")
-    result: list[Report] = []
+    # configuration failure, and it attempts no upgrade.
+    monkeypatch.setenv("SMDTEST_MIGRATION_SLEEP", "1")
+    reports: dict[str, Report] = {}
+    held = (
+        "SELECT count(*) FROM pg_locks AS l JOIN pg_database AS d ON d.oid = l.database "
+        f"WHERE l.locktype = 'advisory' AND l.granted AND d.datname = '{db}'"
+    )
     async with anyio.create_task_group() as tg:
 
-        async def replica() -> None:
-            result.append(await run(phase, dsn))
+        async def newer() -> None:
+            reports["newer"] = await run(MigrationsPhase(ENV, mode="upgrade", timeout=30), dsn)
 
-        tg.start_soon(replica)
-        # Until the replica has probed the lock (its first probe makes the schema)...
-        for _ in range(int(PATIENCE / 0.05)):
-            if await holder.fetchval("SELECT to_regclass('smd.once_done') IS NOT NULL"):
+        tg.start_soon(newer)
+        for _ in range(int(PATIENCE / 0.02)):  # until the newer release holds the lock
+            if pg.sql(held, database=db) != "0":
                 break
-            await anyio.sleep(0.05)
-        # ...then the newer release migrates past this image and lets go.
-        await holder.execute("UPDATE alembic_version SET version_num = 'f00dcafe'")
-        await holder.close()
-    (report,) = result
+            await anyio.sleep(0.02)
+        else:
+            raise AssertionError("the newer release never took the fleet lock")
+        older = MigrationsPhase(older_release(tmp_path), mode="upgrade", timeout=30)
+        reports["older"] = await run(older, dsn)
+    assert reports["newer"].state.value == "ready", reports["newer"].phases[0].failure
+    report = reports["older"]
     failure = report.phases[0].failure
     assert failure is not None
     assert (failure.kind, failure.code) == (FailureKind.CONFIGURATION, "unknown-revision")
     assert report.exit_code() == 78
-    assert [rev for rev, _ in migration_runs(pg, db)] == ["r0001"]  # no upgrade was attempted
-    assert pg.sql("SELECT count(*) FROM smd.once_done", database=db) == "0"
+    # Each revision ran once, all in the newer release's upgrade.
+    assert [rev for rev, _ in migration_runs(pg, db)] == ["r0001", "r0002", "r0003"]
+    assert pg.sql("SELECT count(*) FROM smd.once_done", database=db) == "1"
 
 
 def older_release(tmp_path: Path) -> Path:
