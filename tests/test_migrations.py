@@ -277,7 +277,8 @@ async def test_a_newer_release_that_migrated_during_the_wait_is_not_upgraded_ove
     reports: dict[str, Report] = {}
     held = (
         "SELECT count(*) FROM pg_locks AS l JOIN pg_database AS d ON d.oid = l.database "
-        f"WHERE l.locktype = 'advisory' AND l.granted AND d.datname = '{db}'"
+        f"WHERE l.locktype = 'advisory' AND l.granted AND d.datname = '{db}' "
+        "AND l.objsubid = 1"  # a bigint key: the fleet lock, not the schema's (int, int) one
     )
     async with anyio.create_task_group() as tg:
 
