@@ -16,15 +16,17 @@ from typing import Final
 from pydantic import SecretStr, ValidationInfo, field_validator
 
 from smd.checks._pg_options import PostgresConfigError, PostgresOptions
+from smd.plugins import store_scheme
 from smd.secrets import register_secret
 from smd.settings import SettingsBase
 
-__all__ = ["FleetSettings", "register_secret_parts", "valid_schema"]
+__all__ = ["STORE_SCHEMES", "FleetSettings", "register_secret_parts", "valid_schema"]
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-#: The ``SMD_HISTORY_URL`` schemes the fleet's store serves (its ``stores`` in
-#: :mod:`smd.checks._plugins`); another scheme is another plugin's store.
-_STORE_SCHEMES: Final = frozenset({"postgresql", "postgres"})
+#: The ``SMD_HISTORY_URL`` schemes the fleet's store serves (the ``stores`` the
+#: fleet plugin registers, :mod:`smd.checks._plugins`); another scheme is
+#: another plugin's store.
+STORE_SCHEMES: Final = ("postgresql", "postgres")
 
 
 def valid_schema(name: str) -> str:
@@ -68,11 +70,10 @@ class FleetSettings(SettingsBase):
     def _postgres_url(cls, v: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         if v is None:
             return v
-        raw = v.get_secret_value()
-        if info.field_name == "history_url":
-            scheme = raw.strip().partition("://")[0].partition("+")[0].lower()
-            if scheme not in _STORE_SCHEMES:
-                return v  # another plugin's store checks its own URL
+        if info.field_name == "history_url" and (
+            store_scheme(v.get_secret_value()) not in STORE_SCHEMES
+        ):
+            return v  # another plugin's store checks its own URL
         try:
             PostgresOptions.from_dsn(v).validate()
         except PostgresConfigError as exc:

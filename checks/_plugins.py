@@ -21,7 +21,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from smd.checks._accepted import HTTP_ACCEPTED, POSTGRES_ACCEPTED, REDIS_ACCEPTED, TCP_ACCEPTED
-from smd.checks._pg_fleet_settings import FleetSettings
+from smd.checks._pg_fleet_settings import STORE_SCHEMES, FleetSettings
 from smd.plugins import CheckSpec, Plugin
 
 if TYPE_CHECKING:
@@ -118,6 +118,6 @@ postgres = Plugin(
 fleet = Plugin(
     "fleet",
     settings=(FleetSettings,),
-    stores=MappingProxyType({"postgresql": _postgres_store, "postgres": _postgres_store}),
+    stores=MappingProxyType(dict.fromkeys(STORE_SCHEMES, _postgres_store)),
     coordinator=_coordinator,
 )

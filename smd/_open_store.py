@@ -19,7 +19,7 @@ from smd._sqlite_file import describe, not_a_regular_file, private_dir
 from smd._sqlite_guard import _NOT_OPENED
 from smd._sqlite_store import SQLiteHistoryStore
 from smd._store import HistoryStore, MemoryHistoryStore, StoreConveniences, TargetInfo
-from smd.plugins import store_factory
+from smd.plugins import store_factory, store_scheme
 
 if TYPE_CHECKING:
     from smd._settings import Settings
@@ -109,7 +109,7 @@ def open_store(
         return local
     # The scheme names the plugin's store (a "+driver" suffix names no other
     # store; the plugin's settings decide whether it accepts one).
-    factory = store_factory(url.partition("://")[0].partition("+")[0].lower())
+    factory = store_factory(store_scheme(url))
     if factory is None:  # validated at load; a plugin may have gone since
         return local
     try:

@@ -35,7 +35,7 @@ from smd._stats import DEFAULT_HALF_LIFE_HOURS
 from smd._units import seconds as _seconds_value
 from smd.exceptions import SettingsError
 from smd.plugins import profile as _profile
-from smd.plugins import stores
+from smd.plugins import store_scheme, stores
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -303,7 +303,7 @@ class Settings(SettingsBase):
             return v
         scheme, sep, _ = v.get_secret_value().strip().partition("://")
         known = sorted(stores())
-        if not sep or scheme.partition("+")[0].lower() not in known:
+        if store_scheme(v.get_secret_value()) not in known:
             raise ValueError(
                 f"no shared history store for {'this URL' if not sep else repr(scheme)}; "
                 f"accepted: a URL whose scheme is one of {', '.join(known) or 'none (install a plugin)'}"

@@ -51,6 +51,7 @@ __all__ = [
     "register",
     "settings_models",
     "store_factory",
+    "store_scheme",
     "stores",
 ]
 
@@ -264,6 +265,14 @@ def stores() -> dict[str, StoreFactory]:
         for scheme, factory in p.stores.items():
             out.setdefault(scheme, factory)
     return out
+
+
+def store_scheme(url: str) -> str:
+    """The scheme that picks a URL's history store: before ``://``, lower-cased,
+    without a ``+driver`` suffix (``postgresql+asyncpg://`` -> ``postgresql``);
+    ``""`` for text that is not a URL."""
+    scheme, sep, _ = url.strip().partition("://")
+    return scheme.partition("+")[0].lower() if sep else ""
 
 
 def store_factory(scheme: str) -> StoreFactory | None:
