@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ANSWER",
     "POOLED",
+    "answer_within",
     "forget_record",
     "heartbeat",
     "keep_alive",
@@ -50,6 +51,14 @@ __all__ = [
 
 #: A heartbeat (or a record write) unanswered this long: the session is lost.
 ANSWER: Final = 5.0
+
+
+def answer_within(deadline: float) -> float:
+    """How long a lock-session statement may take now: :data:`ANSWER`, cut at
+    ``deadline`` (``anyio.current_time()``), never below 0."""
+    return max(0.0, min(ANSWER, deadline - anyio.current_time()))
+
+
 #: What a connection that is not one server session is told (after "SMD_FLEET_URL (...) ").
 POOLED: Final = (
     "goes through a connection pooler that shares server sessions between clients "
@@ -169,7 +178,7 @@ async def heartbeat(
             await stop.wait()
         if stop.is_set():
             return None
-        answer = min(ANSWER, deadline - anyio.current_time())
+        answer = answer_within(deadline)
         if answer <= 0:
             return None  # the deadline came: the work's own scope ends it
         try:

@@ -32,8 +32,9 @@ How, and why each step is there:
    running it by then.
 4. **Record** completion only when the work succeeded, then end the
    session. The work itself ends a little before the deadline (a tenth of
-   it, at most 1 s), so that work that finished in time is always recorded. A failed (or cancelled) work records nothing: a later replica
-   runs it again. A holder that dies ends its session, which releases the
+   it, at most 1 s), so that work that finished in time is always recorded.
+   A failed (or cancelled) work records nothing: a later replica runs it
+   again. A holder that dies ends its session, which releases the
    lock (TCP keepalives on the session, 10 s idle + 3 x 5 s, also release
    it when the holder's host vanishes without closing the connection).
 
@@ -82,8 +83,8 @@ from smd.checks._pg_fleet import (
     valid_schema,
 )
 from smd.checks._pg_lock_session import (
-    ANSWER,
     POOLED,
+    answer_within,
     forget_record,
     heartbeat,
     keep_alive,
@@ -397,7 +398,7 @@ class AdvisoryLockCoordinator:
         """Run the work holding the lock; record completion on success only."""
         await keep_alive(conn)
         try:
-            with anyio.fail_after(max(0.0, min(ANSWER, deadline - anyio.current_time()))):
+            with anyio.fail_after(answer_within(deadline)):
                 pid = await conn.fetchval("SELECT pg_backend_pid()")
         except Exception as exc:
             # The coordination's failure (the lock's session lost before the
@@ -430,9 +431,8 @@ class AdvisoryLockCoordinator:
         seconds = anyio.current_time() - started
         # Shielded (a record half-written by a cancellation is no record), but
         # never past the deadline: the phase's runner reports what happened.
-        answer = max(0.0, min(ANSWER, deadline - anyio.current_time()))
         try:
-            with anyio.CancelScope(shield=True), anyio.fail_after(answer):
+            with anyio.CancelScope(shield=True), anyio.fail_after(answer_within(deadline)):
                 await write_record(conn, self._table, key, self.identity, seconds)
         except Exception as exc:
             raise PhaseError(failures.unrecorded(key, exc, self.options)) from None

@@ -73,7 +73,7 @@ from smd.phases._alembic import (
 )
 from smd.phases._settings import DatabaseSettings
 from smd.phases._waiting import wait_budget
-from smd.plugins import Coordinator
+from smd.plugins import Coordinator, OnceOutcome
 from smd.retry import Backoff, wait_ready
 from smd.secrets import register_secret
 from smd.timeouts import TimeoutPolicy
@@ -264,9 +264,13 @@ class MigrationsPhase:
             await anyio.to_thread.run_sync(upgrade_head, config, sa_url)
             ran["upgraded"] = True
 
-        outcome = await coordinator.run_once(
-            key, work, deadline_seconds=max(0.001, ctx.remaining()), lock_key=where
-        )
+        def left() -> float:
+            return max(0.001, ctx.remaining())
+
+        async def upgrade_once() -> OnceOutcome:
+            return await coordinator.run_once(key, work, deadline_seconds=left(), lock_key=where)
+
+        outcome = await upgrade_once()
         if not outcome.ran and await self._still_behind(ctx, versions):
             # The fleet's record says done, the database says behind: it was
             # downgraded or restored since. The database is the truth; the
@@ -278,10 +282,8 @@ class MigrationsPhase:
                 done_by=outcome.done_by,
                 done_at=outcome.done_at,
             )
-            await coordinator.forget(key, deadline_seconds=max(0.001, ctx.remaining()))
-            outcome = await coordinator.run_once(
-                key, work, deadline_seconds=max(0.001, ctx.remaining()), lock_key=where
-            )
+            await coordinator.forget(key, deadline_seconds=left())
+            outcome = await upgrade_once()
         if not outcome.ran:
             ctx.log.info(
                 "smd.migrations.done_elsewhere", done_by=outcome.done_by, done_at=outcome.done_at
