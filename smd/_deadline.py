@@ -7,7 +7,7 @@ so for the same phase and history they print the same numbers.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from smd._adaptive import AdaptiveTimeout
 from smd._samples import TimingHistory
@@ -15,6 +15,7 @@ from smd._settings import Environment, Settings
 from smd._timeout_base import FixedTimeout, TimeoutContext, TimeoutDecision, TimeoutPolicy
 
 __all__ = [
+    "BUILT_IN_POLICIES",
     "attempt_split",
     "needs_history",
     "phase_timeout",
@@ -107,6 +108,11 @@ def policy_spec(policy: TimeoutPolicy | None) -> Mapping[str, Any]:
         if isinstance(data, Mapping):
             return dict(data)
     return {"type": "custom", "name": type(policy).__qualname__}
+
+
+#: The policy types :func:`policy_from_spec` rebuilds; any other is a custom
+#: policy's, which only its own code can rebuild.
+BUILT_IN_POLICIES: Final = frozenset({"default", "fixed", "adaptive"})
 
 
 def policy_from_spec(spec: Mapping[str, Any]) -> TimeoutPolicy | str | None:

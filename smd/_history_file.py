@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from smd._deadline import policy_from_spec
+from smd._deadline import BUILT_IN_POLICIES, policy_from_spec
 from smd._encode import encode, iso
 from smd._failures import FailureKind
 from smd._redact import redact
@@ -60,9 +60,6 @@ _TIMED: Final = frozenset({Series.READY, Series.ATTEMPT})  # samples that must h
 #: view turns ``at`` into ISO text through it. A time outside this range is a
 #: broken or hand-made entry, not a measurement.
 LATEST_AT: Final = 253_402_300_799.0  # datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
-#: The built-in policy types :func:`smd._deadline.policy_from_spec` rebuilds; any
-#: other type is a custom policy's, which ``smd history`` does not rebuild.
-_BUILT_IN_POLICIES: Final = frozenset({"default", "fixed", "adaptive"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +263,7 @@ def _check_policy(policy: Mapping[str, Any], where: str) -> None:
     if not policy:
         return  # nothing recorded: the views use the settings' default
     kind = policy.get("type")
-    if kind not in _BUILT_IN_POLICIES:
+    if kind not in BUILT_IN_POLICIES:
         return  # a custom policy's spec: the views say so, they never rebuild it
     rebuilt = policy_from_spec(policy)
     if isinstance(rebuilt, str):
