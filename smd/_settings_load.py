@@ -53,12 +53,7 @@ def _variable(loc: tuple[int | str, ...], given: Mapping[str, str | None]) -> st
     can set, and a value may come from a variable higher up the path, as
     JSON (``SMD_BYPASS='{"production": {...}}'``): name the variable the user set.
     """
-    parts: list[str] = []
-    for p in loc:
-        if isinstance(p, int):
-            break
-        if p != "[key]":
-            parts.append(p.upper())
+    parts = [p.upper() for p in _path(loc)]
     full = "SMD_" + "__".join(parts)
     for n in range(len(parts) - 1, 0, -1):
         name = "SMD_" + "__".join(parts[:n])
@@ -67,17 +62,36 @@ def _variable(loc: tuple[int | str, ...], given: Mapping[str, str | None]) -> st
     return full
 
 
+def _path(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys of an error's ``loc`` down to the setting: a list's index (and
+    pydantic's ``[key]`` marker) belong to the value, not to its name."""
+    keys: list[str] = []
+    for p in loc:
+        if isinstance(p, int):
+            break
+        if p != "[key]":
+            keys.append(p)
+    return keys
+
+
+def _entry(node: object, keys: list[str]) -> object:
+    """What nested mappings hold at ``keys`` (matched case-insensitively), or ``_MISSING``."""
+    for key in keys:
+        if not isinstance(node, Mapping):
+            return _MISSING
+        node = next((v for k, v in node.items() if str(k).lower() == key.lower()), _MISSING)
+        if node is _MISSING:
+            return _MISSING
+    return node
+
+
 def _holds(value: str | None, keys: list[str]) -> bool:
-    """Whether ``value``, read as JSON, has an entry at ``keys`` (matched case-insensitively)."""
+    """Whether ``value``, read as JSON, has an entry at ``keys``."""
     try:
         node: object = json.loads(value or "")
     except ValueError:
         return False
-    for key in keys:
-        if not isinstance(node, dict):
-            return False
-        node = next((v for k, v in node.items() if str(k).upper() == key), _MISSING)
-    return node is not _MISSING
+    return _entry(node, keys) is not _MISSING
 
 
 _MISSING = object()
@@ -333,23 +347,11 @@ def _in_file(loc: tuple[int | str, ...]) -> str | None:
 
     The key is the path down to the setting (a list's index is part of its value).
     """
-    keys: list[str] = []
-    for p in loc:
-        if isinstance(p, int):
-            break
-        if p != "[key]":
-            keys.append(str(p))
+    keys = _path(loc)
     if not keys:
         return None
     for source, data in settings_files():  # in priority order: smd.toml first
-        node: object = data
-        for key in keys:
-            if not isinstance(node, Mapping):
-                break
-            node = next((v for k, v in node.items() if str(k).lower() == key.lower()), _MISSING)
-            if node is _MISSING:
-                break
-        else:
+        if _entry(data, keys) is not _MISSING:
             return f"{'.'.join(keys)} in {source}"
     return None
 
