@@ -425,7 +425,7 @@ _EXIT_MEANINGS: dict[str, str] = {
     "infrastructure": "an `infrastructure`",
     "timeout": "`timeout` failure not bypassed",
     "configuration": "a `configuration` failure",
-    "invalid_settings": "invalid settings",
+    "invalid_settings": "invalid settings (`--env` and `smd check`'s TARGET included)",
     "invalid_plan": "an invalid plan",
     "sighup": "interrupted by SIGHUP",
     "sigint": "interrupted by SIGINT",

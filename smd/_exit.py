@@ -20,7 +20,7 @@ EXIT_CODES: Mapping[str, int] = MappingProxyType(
         "infrastructure": 75,  # EX_TEMPFAIL: try again later
         "timeout": 75,
         "configuration": 78,  # EX_CONFIG
-        "invalid_settings": 78,
+        "invalid_settings": 78,  # from a variable, a file, --env or smd check's TARGET
         "invalid_plan": 78,
         "sighup": 129,  # 128 + the signal number, as a shell reports it
         "sigint": 130,
