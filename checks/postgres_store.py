@@ -48,8 +48,10 @@ closed after each call (``keep_open=0``): a replica reads once before its
 phases and writes once after them, and a connection kept between the two
 would hold one of the server's ``max_connections`` slots per replica for
 the whole start -- 200 replicas, 200 slots, for nothing. ``keep_open=S``
-keeps it for ``S`` idle seconds (``smd history`` commands, imports); a kept
-connection that was lost is replaced once, transparently. No named prepared
+keeps it for ``S`` idle seconds, for a caller that makes many calls in a row
+(smd itself never does: ``smd history`` commands also connect per call); a
+kept connection that was lost (broken, or its session ended by the server)
+is replaced once, transparently. No named prepared
 statements are used, so the store also works through a transaction-pooling
 proxy (pgbouncer); the fleet coordinator does not (see
 :mod:`smd.checks.postgres_fleet`).
@@ -264,7 +266,7 @@ class PostgresHistoryStore:
 
     async def _session(self, worker: LoopWorker, op: Op[_T], budget: float) -> _T:
         """``op`` on the worker's connection: connect, make the schema, retry what may heal."""
-        from asyncpg.exceptions import PostgresError
+        from asyncpg.exceptions import InternalClientError, PostgresError
 
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget
@@ -295,11 +297,14 @@ class PostgresHistoryStore:
                     continue
                 if code in _RETRY_WRITE and attempt < 3:
                     continue
-                if reused and attempt == 1 and _lost(exc):
+                if reused and attempt == 1 and _lost(code):
                     worker.drop()
                     continue
                 raise
-            except (OSError, ConnectionError) as exc:
+            except (OSError, ConnectionError, InternalClientError) as exc:
+                # InternalClientError: the server ended the idle kept session and
+                # asyncpg had read its FATAL but not yet closed the connection
+                # ("cannot switch to state ...; another operation is in progress").
                 worker.drop()
                 if reused and attempt == 1:
                     continue  # the kept connection died while idle: reconnect once
@@ -332,10 +337,17 @@ class PostgresHistoryStore:
         await write_samples(conn, self.schema, rows, meta, self.bound)
 
 
-def _lost(exc: BaseException) -> bool:
-    from asyncpg.exceptions import ConnectionDoesNotExistError, InterfaceError
+def _lost(code: str | None) -> bool:
+    """Whether a statement failed because its connection broke: SQLSTATE class 08.
 
-    return isinstance(exc, ConnectionDoesNotExistError | InterfaceError)
+    asyncpg reports a connection closed under a statement as 08003 ("closed
+    in the middle of operation"), also when the server ended the session
+    while the statement waited (``pg_terminate_backend``). A new connection
+    may well work. A write that lost its connection exactly at its COMMIT
+    may then be recorded twice: one start weighing twice in the history,
+    which is better than losing it.
+    """
+    return code is not None and code.startswith("08")
 
 
 def open_store(

@@ -19,13 +19,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -288,27 +290,133 @@ def test_a_newer_schema_is_left_untouched(
     assert pg.sql(f"SELECT count(*) FROM {schema}.samples", database=DB) == "1"
 
 
-def test_a_kept_connection_that_was_terminated_is_replaced(
+def _store_backends(pg: PgCluster) -> list[str]:
+    return pg.sql(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'smd history' "
+        f"AND datname = '{DB}' ORDER BY backend_start"
+    ).split()
+
+
+def test_a_kept_connection_terminated_while_idle_is_not_reused(
     store_dsn: str, schema: str, pg: PgCluster
 ) -> None:
+    """The server ends an idle kept session: the next call uses a new one, and closing frees it."""
     with PostgresHistoryStore(store_dsn, schema=schema, keep_open=30.0) as s:
         s.append(TARGET, [ready(1.0)])
-        pids = pg.sql(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = 'smd history' "
-            f"AND datname = '{DB}'"
-        ).split()
-        assert len(pids) == 1  # kept between calls
-        pg.sql(f"SELECT pg_terminate_backend({pids[0]})")
-        time.sleep(0.2)
+        (first,) = _store_backends(pg)  # kept between calls
+        pg.sql(f"SELECT pg_terminate_backend({first})")
         assert [x.at for x in s.load(TARGET).all_samples()] == [1.0]
         s.append(TARGET, [ready(2.0)])
-    assert (
-        pg.sql(
-            f"SELECT count(*) FROM pg_stat_activity WHERE application_name = 'smd history' "
-            f"AND datname = '{DB}'"
-        )
-        == "0"
-    )  # closed with the store
+        (second,) = _store_backends(pg)
+        assert second != first
+    assert _store_backends(pg) == []  # closed with the store
+
+
+def test_a_kept_connection_broken_in_the_network_is_replaced_once(
+    store_dsn: str, schema: str, pg: PgCluster
+) -> None:
+    """The client learns of the break only when it sends: the call reconnects once, and succeeds.
+
+    This is the store's retry-once branch: without it the load fails with
+    StoreUnavailable.
+    """
+    with (
+        FaultProxy((pg.host, pg.port)) as proxy,
+        PostgresHistoryStore(
+            proxy.dsn(store_dsn), schema=schema, keep_open=30.0, read_budget=10.0
+        ) as s,
+    ):
+        s.append(TARGET, [ready(1.0)])
+        assert proxy.accepted == 1
+        (first,) = _store_backends(pg)
+        assert proxy.reset_open_connections() == 1
+        assert [x.at for x in s.load(TARGET).all_samples()] == [1.0]
+        assert proxy.accepted == 2  # exactly one replacement
+        (second,) = _store_backends(pg)
+        assert second != first
+
+
+def test_a_kept_connection_terminated_mid_statement_is_replaced_once(
+    store_dsn: str, schema: str, pg: PgCluster
+) -> None:
+    """``pg_terminate_backend`` while the store's statement waits (57P01): one new session.
+
+    The read waits on a lock another session holds; its backend is ended
+    while it waits; the store reconnects once, waits again, and answers when
+    the lock is released.
+    """
+    with PostgresHistoryStore(store_dsn, schema=schema, keep_open=30.0, read_budget=60.0) as s:
+        s.append(TARGET, [ready(1.0)])
+        (first,) = _store_backends(pg)
+        got: dict[str, Any] = {}
+
+        def load() -> None:
+            try:
+                got["samples"] = [x.at for x in s.load(TARGET).all_samples()]
+            except BaseException as exc:  # reported by the assertion below
+                got["error"] = exc
+
+        with _HeldLock(store_dsn, f"{schema}.samples"):
+            reader = threading.Thread(target=load)
+            reader.start()
+            _wait_for(lambda: _waiting_on_a_lock(pg, first))
+            pg.sql(f"SELECT pg_terminate_backend({first})")
+            _wait_for(lambda: any(_waiting_on_a_lock(pg, p) for p in _store_backends(pg)))
+        reader.join(30)
+        assert not reader.is_alive()
+        assert got == {"samples": [1.0]}
+        (second,) = _store_backends(pg)
+        assert second != first
+
+
+def _waiting_on_a_lock(pg: PgCluster, pid: str) -> bool:
+    return pg.sql(f"SELECT wait_event_type FROM pg_stat_activity WHERE pid = {pid}") == "Lock"
+
+
+def _wait_for(condition: Callable[[], bool], guard: float = 30.0) -> None:
+    """Poll ``condition`` (a hang guard, not a timing claim)."""
+    stop = time.monotonic() + guard
+    while not condition():
+        assert time.monotonic() < stop, "the condition never came true"
+        time.sleep(0.02)
+
+
+class _HeldLock:
+    """A real session holding ``ACCESS EXCLUSIVE`` on a table until the block ends."""
+
+    def __init__(self, dsn: str, table: str) -> None:
+        self.dsn, self.table = dsn, table
+        self._held = threading.Event()
+        self._release = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._hold()))
+        self._error: BaseException | None = None
+
+    async def _hold(self) -> None:
+        import asyncpg
+
+        try:
+            conn = await asyncpg.connect(self.dsn)
+            try:
+                async with conn.transaction():
+                    await conn.execute(f"LOCK TABLE {self.table} IN ACCESS EXCLUSIVE MODE")
+                    self._held.set()
+                    await asyncio.to_thread(self._release.wait)
+            finally:
+                await conn.close()
+        except BaseException as exc:
+            self._error = exc
+            self._held.set()
+
+    def __enter__(self) -> _HeldLock:
+        self._thread.start()
+        assert self._held.wait(30)
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._release.set()
+        self._thread.join(30)
 
 
 def test_the_plugin_registers_the_store_for_both_schemes(store_dsn: str) -> None:

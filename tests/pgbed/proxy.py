@@ -141,11 +141,12 @@ async def _reset(stream: anyio.abc.SocketStream) -> None:
 class _Conn:
     """Per-connection state shared by the two pump directions."""
 
-    __slots__ = ("budget", "reset")
+    __slots__ = ("budget", "doomed", "reset")
 
     def __init__(self, budget: int | None) -> None:
         self.budget = budget
         self.reset = False
+        self.doomed = False  # reset on its next chunk (reset_open_connections)
 
 
 class FaultProxy(BackgroundServer):
@@ -157,6 +158,7 @@ class FaultProxy(BackgroundServer):
         super().__init__()
         self.upstream = upstream
         self._mode: Mode = _make_mode(mode, kwargs)
+        self._open: set[_Conn] = set()  # connections being forwarded (loop side only)
 
     def __enter__(self) -> FaultProxy:
         self.start()
@@ -175,11 +177,24 @@ class FaultProxy(BackgroundServer):
         """Switch mode now, e.g. ``set_mode("forward", latency=0.2)`` or ``set_mode(Reset())``."""
         self.call(self._apply, _make_mode(mode, kwargs))
 
+    def reset_open_connections(self) -> int:
+        """RST every connection open now on its next chunk; new ones are served as usual.
+
+        A connection the network broke while it was idle: its client learns it
+        only when it sends its next statement. Returns how many were doomed.
+        """
+        return int(self.call(self._doom))
+
     def set_mode_after(self, seconds: float, mode: Mode | str, **kwargs: Any) -> None:
         """Switch to ``mode`` ``seconds`` from now (on the proxy's own loop)."""
         self.call(self._schedule, seconds, _make_mode(mode, kwargs))
 
     # -- loop side --------------------------------------------------------------------
+
+    async def _doom(self) -> int:
+        for conn in self._open:
+            conn.doomed = True
+        return len(self._open)
 
     async def _schedule(self, seconds: float, mode: Mode) -> None:
         assert self._tg is not None
@@ -237,12 +252,16 @@ class FaultProxy(BackgroundServer):
             await _reset(client)
             return
         conn = _Conn(mode.n_bytes if isinstance(mode, CloseAfter) else None)
-        async with upstream:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._pump, client, upstream, conn, tg.cancel_scope)
-                tg.start_soon(self._pump, upstream, client, conn, tg.cancel_scope)
-            if conn.reset:
-                await _reset(upstream)
+        self._open.add(conn)
+        try:
+            async with upstream:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._pump, client, upstream, conn, tg.cancel_scope)
+                    tg.start_soon(self._pump, upstream, client, conn, tg.cancel_scope)
+                if conn.reset:
+                    await _reset(upstream)
+        finally:
+            self._open.discard(conn)
         if conn.reset or (isinstance(mode, CloseAfter) and mode.reset):
             await _reset(client)
 
@@ -259,7 +278,7 @@ class FaultProxy(BackgroundServer):
                 live = self._mode
                 if isinstance(live, Blackhole):
                     continue
-                if isinstance(live, Reset):
+                if isinstance(live, Reset) or conn.doomed:
                     conn.reset = True
                     return
                 if isinstance(live, Forward) and live.per_chunk:
