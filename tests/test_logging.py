@@ -7,7 +7,7 @@ import io
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import anyio
@@ -17,6 +17,7 @@ import structlog
 from smd import Phase, PhaseContext, StartupFailed, load_settings, run_startup
 from smd._logging import configure_logging, get_logger
 from smd.bypass import PermissivePolicy, StrictPolicy
+from smd.clock import ManualClock
 from smd.history import MemoryHistoryStore
 from smd.secrets import register_secret
 
@@ -67,6 +68,16 @@ async def ok(ctx: PhaseContext) -> int:
     return 1
 
 
+def ok_after(seconds: float) -> Callable[[PhaseContext], Awaitable[int]]:
+    """``ok`` that first waits ``seconds`` on the run's clock."""
+
+    async def run(ctx: PhaseContext) -> int:
+        await ctx.clock.sleep(seconds)
+        return await ok(ctx)
+
+    return run
+
+
 async def test_json_lines_when_not_a_terminal() -> None:
     buf = io.StringIO()
     configure_logging("auto", "info", stream=buf)
@@ -109,12 +120,16 @@ async def test_reconfiguring_replaces_the_handler() -> None:
 async def test_startup_events_have_dotted_names_and_fields() -> None:
     buf = io.StringIO()
     configure_logging("json", "info", stream=buf)
-    s = startup_of(Phase(name="config", run=ok), Phase(name="db", run=ok, requires=("config",)))
+    s = startup_of(
+        Phase(name="config", run=ok_after(0.25)),
+        Phase(name="db", run=ok_after(1.5), requires=("config",)),
+    )
     await run_startup(
         s,
         settings=load_settings(environment="test"),
         store=MemoryHistoryStore(),
         policy=StrictPolicy(),
+        clock=ManualClock(),  # durations are exact: only the phases' sleeps move it
     )
     all_events = lines(buf)
     names = [e["event"] for e in all_events]
@@ -132,13 +147,11 @@ async def test_startup_events_have_dotted_names_and_fields() -> None:
 
     finished = events(buf, "smd.phase.finished")
     assert [e["phase"] for e in finished] == ["config", "db"]
-    for e in finished:
-        assert e["outcome"] == "ok"
-        assert isinstance(e["duration"], float)
-        assert e["duration"] >= 0
+    assert [(e["outcome"], e["duration"]) for e in finished] == [("ok", 0.25), ("ok", 1.5)]
 
     (done,) = events(buf, "smd.startup.finished")
     assert done["state"] == "ready"
+    assert done["duration"] == 1.75  # one after the other
     assert names.index("smd.startup.started") == 0
     assert names[-1] == "smd.startup.finished"
 

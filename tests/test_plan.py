@@ -1,4 +1,7 @@
-"""Validation errors, the stable order and the waves of a plan (no phase runs)."""
+"""Validation errors, the stable order and the waves of a plan.
+
+No phase runs, except to show that a callable object accepted as a phase is run.
+"""
 
 from __future__ import annotations
 
@@ -18,14 +21,19 @@ from smd import (
     Environment,
     FailureKind,
     InvalidPlan,
+    Outcome,
     Phase,
     PhaseContext,
     Plan,
     Startup,
+    lifecycle,
     load_settings,
 )
 from smd._cli_plan import plan_document, render_plan
 from smd.bypass import BypassMatrix, PermissivePolicy, StrictPolicy
+from smd.clock import ManualClock
+from smd.history import MemoryHistoryStore
+from smd.testing import test_settings
 
 
 async def noop(ctx: PhaseContext) -> None:
@@ -124,12 +132,27 @@ def test_non_async_callable_by_decorator() -> None:
         s.phase(sync_one)  # type: ignore[type-var]
 
 
-def test_object_with_async_call_is_accepted() -> None:
-    class Probe:
-        async def __call__(self, ctx: PhaseContext) -> int:
-            return 1
+async def test_object_with_async_call_is_accepted() -> None:
+    # Accepted means run: the phase calls the object and publishes what it returned.
+    made = object()
 
-    assert Phase(name="probe", run=Probe()).name == "probe"
+    class Probe:
+        def __init__(self) -> None:
+            self.calls: list[PhaseContext] = []
+
+        async def __call__(self, ctx: PhaseContext) -> object:
+            self.calls.append(ctx)
+            return made
+
+    probe = Probe()
+    startup = startup_of(Phase(name="probe", run=probe))
+    async with lifecycle(
+        startup, settings=test_settings(), clock=ManualClock(), store=MemoryHistoryStore()
+    ) as run:
+        assert run.report is not None
+        assert run.report.phase("probe").outcome is Outcome.OK
+        assert run.values["probe"] is made
+    assert len(probe.calls) == 1
 
 
 def test_non_async_teardown_is_rejected() -> None:

@@ -27,6 +27,7 @@ from smd import (
 from smd._exit import EXIT_CODES, for_kind
 from smd._report import REPORT_VERSION
 from smd.bypass import PermissivePolicy, StrictPolicy
+from smd.clock import ManualClock
 from smd.history import MemoryHistoryStore
 
 
@@ -288,19 +289,28 @@ async def test_summary_of_ready_and_degraded() -> None:
 
 
 async def test_report_helpers() -> None:
+    async def slow_value(ctx: PhaseContext) -> int:
+        await ctx.clock.sleep(0.5)
+        return await value(ctx)
+
+    async def slow_failure(ctx: PhaseContext) -> None:
+        await ctx.clock.sleep(0.25)
+        raise RuntimeError("x")
+
     s = Startup("api")
-    s.add(Phase(name="a", run=value))
-    s.add(Phase(name="b", run=raising(RuntimeError("x")), requires=("a",)))
-    report = await failed(s)
+    s.add(Phase(name="a", run=slow_value))
+    s.add(Phase(name="b", run=slow_failure, requires=("a",)))
+    report = await failed(s, clock=ManualClock())  # exact times: only the sleeps move it
     assert report.failed_phase is not None
     assert report.failed_phase.name == "b"
     assert report.phase("a").outcome is Outcome.OK
-    duration = report.phase("a").duration
-    assert duration is not None
-    assert duration >= 0
+    assert (report.phase("a").start, report.phase("a").end) == (0.0, 0.5)
+    assert report.phase("a").duration == 0.5
+    assert (report.phase("b").start, report.phase("b").end) == (0.5, 0.75)
+    assert report.phase("b").duration == 0.25
     with pytest.raises(KeyError):
         report.phase("zzz")
-    assert report.duration >= (report.phase("b").end or 0)
+    assert report.duration == 0.75  # the run ends when its last phase does
 
 
 async def test_startup_failed_message_names_phase_kind_and_error() -> None:

@@ -8,6 +8,7 @@ its phase deadline) without it.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -1155,26 +1156,45 @@ async def test_a_quick_infrastructure_failure_is_not_a_censored_sample() -> None
     assert [s.censored for s in slow_h.series(Series.READY)] == [True]
 
 
-async def test_the_system_clock_is_the_event_loops_clock() -> None:
+class OffsetClockLoop(asyncio.SelectorEventLoop):
+    """asyncio's default loop, with a clock a million seconds ahead of time.monotonic()."""
+
+    OFFSET = 1e6
+
+    def time(self) -> float:
+        return time.monotonic() + self.OFFSET
+
+
+def test_the_system_clock_is_the_event_loops_clock() -> None:
     # Deadlines are enforced on the loop's clock and durations read from the
     # run's: SystemClock must be that same clock (read without anyio's
     # backend lookup on asyncio), and time.monotonic() when no loop runs.
-    import time
-
+    # Stock asyncio's loop.time() *is* time.monotonic(), so the two could not
+    # be told apart: the loop here keeps its own clock, far from the system's.
     from smd.clock import SystemClock
 
     clock = SystemClock()
-    loop = asyncio.get_running_loop()
-    before = anyio.current_time()
-    now = clock.monotonic()
-    after = loop.time()
-    assert before <= now <= after
 
-    def outside() -> tuple[float, float, float]:
-        return time.monotonic(), clock.monotonic(), time.monotonic()
+    async def readings() -> tuple[tuple[float, float, float, float], tuple[float, float, float]]:
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, OffsetClockLoop)
+        before = loop.time()
+        now = clock.monotonic()
+        after = loop.time()
+        system = time.monotonic()
 
-    a, b, c = await anyio.to_thread.run_sync(outside)  # a thread: no running loop
-    assert a <= b <= c
+        def outside() -> tuple[float, float, float]:
+            return time.monotonic(), clock.monotonic(), time.monotonic()
+
+        # A worker thread has no running loop, even while this one runs.
+        return (before, now, after, system), await anyio.to_thread.run_sync(outside)
+
+    with asyncio.Runner(loop_factory=OffsetClockLoop) as runner:
+        (before, now, after, system), (a, b, c) = runner.run(readings())
+
+    assert before <= now <= after  # the loop's clock...
+    assert now - system == pytest.approx(OffsetClockLoop.OFFSET, abs=60)  # ...not the system's
+    assert a <= b <= c  # no loop: time.monotonic()
 
 
 async def test_a_phase_may_move_its_deadline_later_within_the_budget() -> None:
