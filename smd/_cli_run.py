@@ -45,6 +45,13 @@ def check_output_path(option: str, path: str) -> Path:
     return p
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two output paths name one file (a link or ``./`` included)."""
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
 def _check_command(name: str) -> None:
     """A :class:`UsageError` unless ``name`` (CMD's first word) is something exec can run."""
     if shutil.which(name) is not None:
@@ -96,10 +103,18 @@ def run_command(
     if cmd:
         _check_command(cmd[0])
     observers: list[Observer] = []
-    if report_path:
-        observers.append(ReportFile(check_output_path("--report", report_path)))
-    if trace_path:
-        observers.append(TraceFile(check_output_path("--trace", trace_path)))
+    report = check_output_path("--report", report_path) if report_path else None
+    trace = check_output_path("--trace", trace_path) if trace_path else None
+    if report is not None and trace is not None and _same_file(report, trace):
+        # The trace would be written over the report (or the other way round).
+        raise UsageError(
+            f"--report {report_path!r} and --trace {trace_path!r} are the same file; "
+            "accepted: two different paths"
+        )
+    if report is not None:
+        observers.append(ReportFile(report))
+    if trace is not None:
+        observers.append(TraceFile(trace))
     mode: Mode = "sequential" if sequential else "concurrent"
     # Everything imported so far (the target, the settings, the plugins) lives
     # as long as the process: freeze it out of the garbage collector's

@@ -180,6 +180,14 @@ def test_failed_run_does_not_exec(tmp_path: Path) -> None:
             "--report '/nonexistent/dir/r.json': directory '/nonexistent/dir' does not exist",
         ),
         (["run", KINDS, "--trace", "tests"], {}, 64, "--trace 'tests' is a directory"),
+        # One file for both would hold the trace alone: the report lost.
+        (
+            ["run", KINDS, "--report", "tests/../out.json", "--trace", "./out.json"],
+            {},
+            64,
+            "--report 'tests/../out.json' and --trace './out.json' are the same file; "
+            "accepted: two different paths",
+        ),
         (
             ["run", KINDS, "--trace", "README.md/trace.json"],
             {},
