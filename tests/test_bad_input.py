@@ -581,6 +581,14 @@ CASES: dict[str, Case] = {
     "dotenv-not-utf8": Case(
         ["run", PLANS], INVALID, (".env: not valid UTF-8",), files={".env": b"SMD_X=\xff\n"}
     ),
+    # python-dotenv skips a line it cannot parse, with a warning of its own:
+    # the setting on it would be silently lost. The line is never quoted.
+    "dotenv-malformed": Case(
+        ["run", PLANS],
+        INVALID,
+        (".env at line 2; accepted: KEY=VALUE lines",),
+        files={".env": b'APP_MODE=ok\nSMD_DATABASE_URL="postgresql://u:s3cr3t@db/app\n'},
+    ),
     "smd-toml-malformed": Case(
         ["run", PLANS],
         INVALID,
@@ -645,6 +653,16 @@ def test_one_accepted_part_and_no_secret(cwd: Path, name: str) -> None:
     assert line.count("accepted:") == 1, line
     assert "Input should be" not in line
     assert "s3cr3t" not in out.stderr
+
+
+def test_a_malformed_dotenv_line_is_named_never_quoted(cwd: Path) -> None:
+    case = CASES["dotenv-malformed"]
+    for filename, data in case.files.items():
+        (cwd / filename).write_bytes(data)
+    out = _run(cwd, case)
+    assert out.returncode == case.code
+    assert "s3cr3t" not in out.stdout + out.stderr
+    assert "python-dotenv" not in out.stderr  # its own warning is not printed beside ours
 
 
 def test_the_redis_checks_error_accepts_what_its_help_says(cwd: Path) -> None:
