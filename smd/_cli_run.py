@@ -103,18 +103,18 @@ def run_command(
     if cmd:
         _check_command(cmd[0])
     observers: list[Observer] = []
-    report = check_output_path("--report", report_path) if report_path else None
-    trace = check_output_path("--trace", trace_path) if trace_path else None
-    if report is not None and trace is not None and _same_file(report, trace):
+    report_file = check_output_path("--report", report_path) if report_path else None
+    trace_file = check_output_path("--trace", trace_path) if trace_path else None
+    if report_file and trace_file and _same_file(report_file, trace_file):
         # The trace would be written over the report (or the other way round).
         raise UsageError(
             f"--report {report_path!r} and --trace {trace_path!r} are the same file; "
             "accepted: two different paths"
         )
-    if report is not None:
-        observers.append(ReportFile(report))
-    if trace is not None:
-        observers.append(TraceFile(trace))
+    if report_file is not None:
+        observers.append(ReportFile(report_file))
+    if trace_file is not None:
+        observers.append(TraceFile(trace_file))
     mode: Mode = "sequential" if sequential else "concurrent"
     # Everything imported so far (the target, the settings, the plugins) lives
     # as long as the process: freeze it out of the garbage collector's
