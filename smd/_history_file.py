@@ -12,7 +12,11 @@ dependency (:func:`safe_key`), on the way out and on the way in.
 :func:`read_export` refuses a file that cannot be read, is not JSON, is of
 another format or version, or holds a malformed entry, with one line naming
 the file and the place (``targets[2].samples[5].seconds``) and what is
-accepted, before anything is written anywhere.
+accepted, before anything is written anywhere. A target's key must be a
+history key as the engine builds it (:func:`~smd.history.target_key`) for an
+environment smd knows, must hold no secret (a key masked as the export masks
+it is fine), and the entry's ``startup``, ``dependency``, ``environment`` and
+``phase`` must agree with it (empty: unknown).
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from smd._encode import encode, iso
 from smd._failures import FailureKind
 from smd._redact import redact
 from smd._samples import Sample, Series, TimingHistory
-from smd._store import HistoryStore, TargetInfo, split_target
+from smd._settings import Environment
+from smd._store import HistoryStore, TargetInfo, split_target, target_key
 from smd.clock import Clock, SystemClock
 from smd.exceptions import UsageError
 
@@ -60,6 +65,12 @@ _TIMED: Final = frozenset({Series.READY, Series.ATTEMPT})  # samples that must h
 #: view turns ``at`` into ISO text through it. A time outside this range is a
 #: broken or hand-made entry, not a measurement.
 LATEST_AT: Final = 253_402_300_799.0  # datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+#: What a target's key may be, for the messages that refuse one.
+_KEY_ACCEPTED: Final = (
+    "accepted: a history key '<startup>/<dependency>@<environment>' as 'smd history export' "
+    "writes it, e.g. 'shop/postgres://db:5432/app@production', any password masked as "
+    "'postgres://app:***@db:5432/app'"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +95,23 @@ def safe_key(key: str) -> str:
     builds it and the dependency passes :func:`~smd._redact.redact` alone,
     as the engine does.
     """
+    parts = _split_key(key)
+    if parts is None:
+        return redact(key)
+    startup, dependency, env = parts
+    return f"{redact(startup)}/{redact(dependency)}" + ("" if env is None else f"@{env}")
+
+
+def _split_key(key: str) -> tuple[str, str, str | None] | None:
+    """``(startup, dependency, environment)`` of a key as :func:`~smd.history.target_key`
+    builds it (``None``: no ``/``; environment ``None``: no ``@<environment>`` suffix).
+
+    A startup's name may hold a ``/`` itself: the split is at the first one,
+    so what the entry's ``startup`` says wins where it is given (:func:`_check_meta`).
+    """
     rest, env = split_target(key)
     startup, sep, dependency = rest.partition("/")
-    if not sep:
-        return redact(key)
-    return f"{redact(startup)}/{redact(dependency)}" + ("" if env is None else f"@{env}")
+    return (startup, dependency, env) if sep else None
 
 
 def export_document(store: HistoryStore, *, clock: Clock | None = None) -> dict[str, Any]:
@@ -238,13 +261,14 @@ def _target(entry: object, where: str) -> TargetRecord:
     name = entry.get("target")
     if not isinstance(name, str) or not name.strip():
         raise _Bad(f"{where}.target", "expected the target's history key, a non-empty string")
-    name = safe_key(name)  # a hand-made file may hold a secret: it never reaches the store
+    parts = _check_key(name, f"{where}.target")
     meta: dict[str, str] = {}
     for key in _META:
         value = entry.get(key, "")
         if not isinstance(value, str):
             raise _Bad(f"{where}.{key}", f"is {_kind(value)}, expected a string")
-        meta[key] = value
+        meta[key] = redact(value)
+    _check_meta(name, parts, meta, where)
     policy = entry.get("policy", {})
     if not isinstance(policy, dict):
         raise _Bad(f"{where}.policy", f"is {_kind(policy)}, expected an object")
@@ -253,9 +277,87 @@ def _target(entry: object, where: str) -> TargetRecord:
     if not isinstance(samples, list):
         raise _Bad(f"{where}.samples", f"is {_kind(samples)}, expected a list of samples")
     parsed = tuple(_sample(s, f"{where}.samples[{j}]") for j, s in enumerate(samples))
-    meta = {k: redact(v) for k, v in meta.items()}
     info = TargetInfo(name, policy=policy, **meta)
     return TargetRecord(info, tuple(sorted(parsed, key=lambda s: s.at)))
+
+
+def _check_key(name: str, where: str) -> tuple[str, str, str]:
+    """``(startup, dependency, environment)`` of the history key ``name``, or ``_Bad``
+    saying why it is not one.
+
+    A key holding a secret is refused without showing any of it: the secret
+    would reach the store, and the message names only the place.
+    """
+    parts = _split_key(name)
+    if safe_key(name) != name or ((parts is None or parts[2] is None) and redact(name) != name):
+        raise _Bad(
+            where,
+            "holds a secret (a URL's password or a password parameter), not shown here; "
+            + _KEY_ACCEPTED,
+        )
+    # "postgres://db/app@production" splits at the "//" of its scheme: no startup either.
+    if parts is None or not parts[0] or (parts[0].endswith(":") and parts[1].startswith("/")):
+        raise _Bad(
+            where, "is not a history key: it names no startup before a '/'; " + _KEY_ACCEPTED
+        )
+    startup, dependency, env = parts
+    if env is None:
+        raise _Bad(where, "is not a history key: it ends in no '@<environment>'; " + _KEY_ACCEPTED)
+    if not dependency:
+        raise _Bad(where, "is not a history key: its dependency is empty; " + _KEY_ACCEPTED)
+    known = ", ".join(e.value for e in Environment)
+    try:
+        environment = Environment.parse(env)
+    except ValueError:
+        raise _Bad(
+            where, f"the key's environment {_shown(env)} is not one smd knows; accepted: {known}"
+        ) from None
+    if environment.value != env:
+        raise _Bad(
+            where,
+            f"the key's environment {_shown(env)} is written {environment.value!r} "
+            f"in a history key; accepted: {known}",
+        )
+    return startup, dependency, env
+
+
+def _check_meta(
+    name: str, parts: tuple[str, str, str], meta: Mapping[str, str], where: str
+) -> None:
+    """Refuse metadata that contradicts the key ``name`` (an empty field is unknown: fine)."""
+    environment = parts[2]
+    rest = name[: -len(environment) - 1]
+    accepted = "accepted: what the key says, or empty when unknown"
+    startup, dependency = meta["startup"], meta["dependency"]
+    if meta["environment"] and meta["environment"] != environment:
+        raise _Bad(
+            f"{where}.environment",
+            f"is {_shown(meta['environment'])}, but the key is for {environment!r}; {accepted}",
+        )
+    if startup and not (rest.startswith(f"{startup}/") and len(rest) > len(startup) + 1):
+        raise _Bad(
+            f"{where}.startup",
+            f"is {_shown(startup)}, but the key is of startup {_shown(parts[0], 80)}; {accepted}",
+        )
+    named = rest[len(startup) + 1 :] if startup else parts[1]  # the dependency the key names
+    if dependency and not (
+        target_key(startup, dependency, environment) == name
+        if startup
+        else rest.endswith(f"/{dependency}") and len(rest) > len(dependency) + 1
+    ):
+        raise _Bad(
+            f"{where}.dependency",
+            f"is {_shown(dependency, 80)}, but the key is of dependency {_shown(named, 80)}; "
+            f"{accepted}",
+        )
+    named = dependency or named
+    phase = meta["phase"]
+    if phase and named.startswith("phase:") and named != f"phase:{phase}":
+        raise _Bad(
+            f"{where}.phase",
+            f"is {_shown(phase)}, but the key is of phase {_shown(named[6:], 80)} "
+            f"(its dependency {_shown(named, 80)}); {accepted}",
+        )
 
 
 def _check_policy(policy: Mapping[str, Any], where: str) -> None:
@@ -282,10 +384,12 @@ def _finite(x: float) -> bool:
         return False
 
 
-def _shown(value: object) -> str:
+def _shown(value: object, limit: int = 40) -> str:
     """``repr(value)``, shortened: a 400-digit number in a file is not worth a 400-digit line."""
     text = repr(value)
-    return text if len(text) <= 40 else f"{text[:20]}...{text[-8:]} ({len(text)} characters)"
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit // 2]}...{text[-8:]} ({len(text)} characters)"
 
 
 def _sample(data: object, where: str) -> Sample:

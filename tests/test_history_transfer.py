@@ -52,6 +52,7 @@ DB_ONLY = str(ROOT / "tests" / "targets" / "db_only.py") + ":startup"
 T0 = 1_800_000_000.123456
 KEY = "shop/postgres://db.internal:5432/app@production"
 CACHE = "shop/phase:cache@production"
+X, Y = "shop/phase:x@production", "shop/phase:y@production"  # keys of hand-made entries
 INFO = TargetInfo(
     KEY, "shop", "postgres://db.internal:5432/app", "production", "database", {"type": "adaptive"}
 )
@@ -165,7 +166,7 @@ BAD = [
     ({"format": FORMAT, "version": 1, "targets": {}}, "at targets", "expected a list of targets"),
     ({"format": FORMAT, "version": 1, "targets": [{"samples": []}]}, "at targets[0].target", ""),
     (
-        {"format": FORMAT, "version": 1, "targets": [{"target": "x", "samples": [{"at": 1}]}]},
+        {"format": FORMAT, "version": 1, "targets": [{"target": X, "samples": [{"at": 1}]}]},
         "at targets[0].samples[0].series",
         "is None; accepted: attempt, ready, failure, bypass",
     ),
@@ -174,8 +175,8 @@ BAD = [
             "format": FORMAT,
             "version": 1,
             "targets": [
-                {"target": "x", "samples": []},
-                {"target": "y", "samples": [{"series": "ready", "at": 5, "seconds": "3"}]},
+                {"target": X, "samples": []},
+                {"target": Y, "samples": [{"series": "ready", "at": 5, "seconds": "3"}]},
             ],
         },
         "at targets[1].samples[0].seconds",
@@ -185,7 +186,7 @@ BAD = [
         {
             "format": FORMAT,
             "version": 1,
-            "targets": [{"target": "x", "samples": [{"series": "ready", "at": 5}]}],
+            "targets": [{"target": X, "samples": [{"series": "ready", "at": 5}]}],
         },
         "at targets[0].samples[0].seconds",
         "a ready sample needs its number of seconds",
@@ -194,18 +195,16 @@ BAD = [
         {
             "format": FORMAT,
             "version": 1,
-            "targets": [{"target": "x", "samples": []}, {"target": "x", "samples": []}],
+            "targets": [{"target": X, "samples": []}, {"target": X, "samples": []}],
         },
         "at targets[1].target",
-        "'x' is already at targets[0]",
+        f"{X!r} is already at targets[0]",
     ),
     (
         {
             "format": FORMAT,
             "version": 1,
-            "targets": [
-                {"target": "x", "samples": [{"series": "failure", "at": 1, "kind": "oops"}]}
-            ],
+            "targets": [{"target": X, "samples": [{"series": "failure", "at": 1, "kind": "oops"}]}],
         },
         "at targets[0].samples[0].kind",
         "is 'oops'; accepted: infrastructure",
@@ -215,7 +214,7 @@ BAD = [
             {
                 "format": FORMAT,
                 "version": 1,
-                "targets": [{"target": "x", "samples": [{"series": "bypass", "at": at}]}],
+                "targets": [{"target": X, "samples": [{"series": "bypass", "at": at}]}],
             },
             "at targets[0].samples[0].at",
             f"is {at!r}, expected a wall-clock time in seconds since the epoch, from 0 "
@@ -227,7 +226,7 @@ BAD = [
         {
             "format": FORMAT,
             "version": 1,
-            "targets": [{"target": "x", "samples": [{"series": "bypass", "at": 10**400}]}],
+            "targets": [{"target": X, "samples": [{"series": "bypass", "at": 10**400}]}],
         },
         "at targets[0].samples[0].at",
         "is 10000000000000000000...00000000 (401 characters), expected a wall-clock time",
@@ -238,7 +237,7 @@ BAD = [
                 "format": FORMAT,
                 "version": 1,
                 "targets": [
-                    {"target": "x", "samples": [{"series": series, "at": 5, "seconds": seconds}]}
+                    {"target": X, "samples": [{"series": series, "at": 5, "seconds": seconds}]}
                 ],
             },
             "at targets[0].samples[0].seconds",
@@ -257,7 +256,7 @@ BAD = [
             {
                 "format": FORMAT,
                 "version": 1,
-                "targets": [{"target": "x", "policy": policy, "samples": []}],
+                "targets": [{"target": X, "policy": policy, "samples": []}],
             },
             "at targets[0].policy",
             f"stored timeout policy cannot be rebuilt ({problem}); accepted: a timeout policy",
@@ -365,6 +364,164 @@ def test_the_cli_refuses_an_absurd_sample_time_or_policy_and_writes_nothing(
         assert smd(tmp_path, *view).returncode == 0
 
 
+def store_bytes(tmp: Path, history: str = "h.sqlite3") -> bytes:
+    """Every byte of the SQLite store: its file and any journal or WAL beside it."""
+    return b"".join(p.read_bytes() for p in sorted(tmp.glob(f"{history}*")))
+
+
+def import_refused(tmp: Path, name: str, *targets: object) -> tuple[str, str]:
+    """``smd history import`` of a file holding a valid new target, then ``targets``:
+    exit 64 in one line, nothing on stdout and nothing written. ``(stderr line, stdout)``."""
+    new = {
+        "target": "new/phase:warm@production",
+        "startup": "new",
+        "samples": [{"series": "ready", "at": T0 + 600, "seconds": 0.5}],
+    }
+    doc = {"format": FORMAT, "version": 1, "targets": [new, *targets]}
+    (tmp / name).write_text(json.dumps(doc))
+    before = store_bytes(tmp)
+    done = smd(tmp, "history", "import", name)
+    assert done.returncode == 64, done.stdout + done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
+    assert store_bytes(tmp) == before  # the valid entry was not written either
+    assert "new/phase:warm@production" not in SQLiteHistoryStore(tmp / "h.sqlite3").targets()
+    return line, done.stdout
+
+
+ENVIRONMENTS = "accepted: development, staging, production, test"
+KEY_FORM = "accepted: a history key '<startup>/<dependency>@<environment>'"
+CONTRADICTIONS = [
+    (  # the review's file: the metadata says another environment and startup
+        {"target": "shop/phase:config@development", "environment": "prod", "startup": "other"},
+        "at targets[1].environment: is 'prod', but the key is for 'development'; "
+        "accepted: what the key says, or empty when unknown",
+    ),
+    (
+        {"target": "shop/phase:config@development", "startup": "other"},
+        "at targets[1].startup: is 'other', but the key is of startup 'shop'",
+    ),
+    (
+        {"target": "shop/phase:config@development", "phase": "cache"},
+        "at targets[1].phase: is 'cache', but the key is of phase 'config'",
+    ),
+    (
+        {"target": KEY, "startup": "shop", "dependency": "postgres://elsewhere:5432/app"},
+        "at targets[1].dependency: is 'postgres://elsewhere:5432/app', but the key is of "
+        "dependency 'postgres://db.internal:5432/app'",
+    ),
+    (
+        {"target": "shop/phase:config@prod"},
+        f"at targets[1].target: the key's environment 'prod' is not one smd knows; {ENVIRONMENTS}",
+    ),
+    (
+        {"target": "shop/phase:config@Production"},
+        "at targets[1].target: the key's environment 'Production' is written 'production'",
+    ),
+    (
+        {"target": "shop/phase:config"},
+        f"at targets[1].target: is not a history key: it ends in no '@<environment>'; {KEY_FORM}",
+    ),
+    (
+        {"target": "postgres://db.internal:5432/app@production"},
+        "at targets[1].target: is not a history key: it names no startup before a '/'",
+    ),
+    (
+        {"target": "phase:config@production"},
+        "at targets[1].target: is not a history key: it names no startup before a '/'",
+    ),
+    (
+        {"target": "shop/@production"},
+        "at targets[1].target: is not a history key: its dependency is empty",
+    ),
+]
+
+
+@pytest.mark.parametrize(("entry", "expected"), CONTRADICTIONS, ids=[c[1] for c in CONTRADICTIONS])
+def test_the_cli_refuses_a_key_that_is_not_one_or_that_its_metadata_contradicts(
+    tmp_path: Path, entry: dict[str, object], expected: str
+) -> None:
+    filled(tmp_path / "h.sqlite3")
+    target = {**entry, "samples": [{"series": "ready", "at": T0 + 700, "seconds": 0.25}]}
+    line, _ = import_refused(tmp_path, "edited.json", target)
+    assert line.startswith(f"smd: usage error: history file 'edited.json' {expected}"), line
+
+
+def dsn_password() -> str:
+    """A fresh password: a random core among characters a URL reserves or quotes."""
+    return f"{secrets.token_urlsafe(12)}/@:?#[]!$&'()*+,;=%20 \"<>"
+
+
+def test_the_cli_refuses_a_key_holding_a_password_and_shows_it_nowhere(tmp_path: Path) -> None:
+    filled(tmp_path / "h.sqlite3")
+    for i, key in enumerate(
+        [
+            "postgres://u:{raw}@h:5432/db",  # the review's file: a DSN, not a key at all
+            "postgres://u:{quoted}@h:5432/db",
+            "shop/postgres://u:{quoted}@h:5432/db@production",  # a key, with the password
+            "shop/postgres://u:{raw}@h:5432/db@production",
+            "shop/postgres://h:5432/db?sslmode=require&password={quoted}@production",
+            "postgresql://h/db?password={raw}",
+        ]
+    ):
+        secret = dsn_password()
+        target = {
+            "target": key.format(raw=secret, quoted=quote(secret, safe="")),
+            "samples": [{"series": "ready", "at": T0 + 700, "seconds": 0.25}],
+        }
+        name = f"leak{i}.json"
+        line, stdout = import_refused(tmp_path, name, target)
+        assert line.startswith(
+            f"smd: usage error: history file '{name}' at targets[1].target: holds a secret "
+            "(a URL's password or a password parameter), not shown here; accepted: a history key"
+        ), line
+        shown = line + stdout + smd(tmp_path, "history", "--format", "json").stdout
+        store = store_bytes(tmp_path)
+        core = secret.split("/")[0]  # the random part alone
+        for needle in {
+            secret,
+            quote(secret, safe=""),
+            quote(secret),
+            json.dumps(secret)[1:-1],
+            core,
+        }:
+            assert needle not in shown
+            assert needle.encode() not in store
+
+
+def test_a_real_runs_export_round_trips_and_an_edited_copy_of_it_is_refused(
+    tmp_path: Path,
+) -> None:
+    # Every field a run records (startup, dependency, environment, phase,
+    # policy) agrees with its key: the whole export imports, and again adds nothing.
+    run = smd(tmp_path, "run", str(ROOT / "tests" / "targets" / "kinds.py") + ":startup")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert smd(tmp_path, "history", "export", "h.json").returncode == 0
+    doc = json.loads((tmp_path / "h.json").read_text())
+    assert {t["target"] for t in doc["targets"]} >= {"kinds/phase:work@production"}
+    assert all(t["startup"] and t["phase"] and t["environment"] for t in doc["targets"])
+    done = smd(tmp_path, "history", "import", "h.json", history="b.sqlite3")
+    assert done.returncode == 0, done.stderr
+    n = len(doc["targets"])
+    assert f": {n} targets, {n} samples added, 0 already present" in done.stdout
+    again = smd(tmp_path, "history", "export", "b.json", history="b.sqlite3")
+    assert again.returncode == 0, again.stderr
+    back = json.loads((tmp_path / "b.json").read_text())
+    assert back["targets"] == doc["targets"]
+    assert "0 samples added" in smd(tmp_path, "history", "import", "b.json").stdout
+    # The same file with one target's environment edited: refused, nothing written.
+    doc["targets"][-1]["environment"] = "development"
+    (tmp_path / "edited.json").write_text(json.dumps(doc))
+    before = store_bytes(tmp_path, "b.sqlite3")
+    done = smd(tmp_path, "history", "import", "edited.json", history="b.sqlite3")
+    assert done.returncode == 64, done.stdout + done.stderr
+    assert f"at targets[{n - 1}].environment: is 'development', but the key is for " in (
+        done.stderr
+    )
+    assert store_bytes(tmp_path, "b.sqlite3") == before
+
+
 def test_the_views_show_a_stored_out_of_range_time_instead_of_failing(tmp_path: Path) -> None:
     # What an older smd let an import write, or a store written through the API.
     store = filled(tmp_path / "h.sqlite3")
@@ -460,7 +617,7 @@ def test_keys_written_with_a_password_through_the_store_api_are_shown_and_export
         leaky = f"api/postgresql://app:{quote(secret, safe='')}@db:5432/app@production"
         store.append_many(
             {leaky: [Sample(Series.READY, T0, 0.5)]},
-            {leaky: TargetInfo(leaky, dependency=f"postgresql://app:{secret}@db/app")},
+            {leaky: TargetInfo(leaky, dependency=f"postgresql://app:{secret}@db:5432/app")},
         )
         done = smd(tmp_path, "history", "export", "h.json")
         assert done.returncode == 0, done.stderr
