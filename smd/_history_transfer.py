@@ -196,7 +196,9 @@ def import_records(
     own = getattr(store, "bound", None)
     limit = bound or (own if isinstance(own, int) and own >= 1 else DEFAULT_BOUND)
     names = [r.info.target for r in records]
-    known = store.targets() if names else {}
+    # Asked even for an empty file: an import into a store that cannot be
+    # reached must say so (exit 75), not report "0 targets" it never wrote.
+    known = store.targets()
     histories = store.load_many(names, clock=clock) if names else {}
     batches: dict[str, list[Sample]] = {}
     info: dict[str, TargetInfo] = {}

@@ -731,7 +731,14 @@ def test_a_shared_store_that_is_down_is_exit_75_without_falling_back(tmp_path: P
     secret = password()
     url = f"postgresql://smd_app:{quote(secret, safe='')}@127.0.0.1:{free_port()}/smd_app"
     write_export(str(tmp_path / "h.json"), export_document(filled(tmp_path / "a.sqlite3")))
-    for args in (("export", "out.json"), ("import", "h.json"), ("replay",)):
+    # An empty file too: "imported 0 targets" into a store never reached would be a lie.
+    write_export(str(tmp_path / "empty.json"), export_document(MemoryHistoryStore()))
+    for args in (
+        ("export", "out.json"),
+        ("import", "h.json"),
+        ("import", "empty.json"),
+        ("replay",),
+    ):
         done = smd(tmp_path, "history", *args, SMD_HISTORY_URL=url)
         assert done.returncode == 75, done.stderr
         last = done.stderr.strip().splitlines()[-1]
