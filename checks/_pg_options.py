@@ -20,6 +20,7 @@ import re
 import ssl as ssl_module
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -52,6 +53,13 @@ __all__ = [
 
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 TARGET_SESSION_ATTRS = ("any", "primary", "standby", "prefer-standby", "read-write", "read-only")
+#: The TLS files asyncpg loads: each parameter and the libpq variable it falls back to.
+_TLS_FILES = {
+    "sslrootcert": "PGSSLROOTCERT",
+    "sslcrl": "PGSSLCRL",
+    "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY",
+}
 #: The libpq variables that say where the database is (any one set is a configuration).
 LIBPQ_VARIABLES = ("PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE")
 _UTF8 = frozenset({"utf8", "utf-8", "unicode", "auto"})
@@ -77,6 +85,32 @@ def _secret(value: str | SecretStr | None) -> SecretStr | None:
 
 def _env(name: str, environ: Mapping[str, str] | None = None) -> str | None:
     return (os.environ if environ is None else environ).get(name) or None
+
+
+def _file(named: tuple[str, str]) -> str:
+    """``sslcert file '/path'`` (the parameter or variable that named it, then the path)."""
+    return f"{named[0]} file {named[1]!r}"
+
+
+def _readable(source: str, path: str) -> None:
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise PostgresConfigError(
+            f"{_file((source, path))} cannot be read: {exc.strerror or exc}", source
+        ) from None
+
+
+def _loads(
+    named: tuple[str, str], what: str, load: Callable[[ssl_module.SSLContext, str], None]
+) -> None:
+    try:
+        load(ssl_module.SSLContext(ssl_module.PROTOCOL_TLS_CLIENT), named[1])
+    except ssl_module.SSLError as exc:
+        raise PostgresConfigError(
+            f"{_file(named)} holds no PEM {what} ({exc.reason or exc})", named[0]
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,6 +394,7 @@ class PostgresOptions:
         """
         self.validate()
         r = self.resolve()
+        self.check_tls_files(r)
         kwargs = self._common(r)
         kwargs["host"] = [h for h, _ in r.hosts]
         kwargs["port"] = [p for _, p in r.hosts]
@@ -376,6 +411,67 @@ class PostgresOptions:
         kwargs.update(host=host, port=port, target_session_attrs="any")
         kwargs.update(self.connect_kwargs)
         return kwargs
+
+    def check_tls_files(self, r: Resolved) -> None:
+        """Raise :class:`PostgresConfigError` naming a TLS file asyncpg would fail to load.
+
+        asyncpg names the file only when the default ``~/.postgresql/root.crt``
+        is missing (a ``ClientConfigurationError``); a missing ``sslcert``,
+        ``sslkey``, ``sslrootcert`` or ``sslcrl`` it raises as a bare
+        ``[Errno 2] No such file or directory`` (which reads as a missing Unix
+        socket) and a file it cannot parse as a bare ``SSLError``. Here each
+        file is loaded as asyncpg will load it (only the files it reads: the
+        sslmode in effect, from the DSN or the ``PGSSL*`` variables), before any
+        socket, so that the failure is configuration and names the file. The
+        sslpassword is used, never shown.
+        """
+        ssl = self.ssl if self.ssl is not None and not isinstance(self.ssl, str) else r.sslmode
+        if ssl is None and any(not h.startswith("/") for h, _ in r.hosts):
+            ssl = "prefer"  # asyncpg's default over TCP
+        if not isinstance(ssl, str) or ssl == "disable":
+            return  # no SSLContext of asyncpg's making: it loads no file
+        params = r.asyncpg_params
+        files: dict[str, tuple[str, str]] = {}
+        for name, variable in _TLS_FILES.items():
+            path = params[name] if name in params else _env(variable)
+            if path:
+                files[name] = (name if name in params else variable, path)
+        if SSL_MODES.index(ssl) < SSL_MODES.index("require"):
+            files.pop("sslrootcert", None)  # asyncpg verifies nothing below require
+            files.pop("sslcrl", None)
+        if "sslcert" not in files:
+            # asyncpg tries ~/.postgresql/postgresql.crt (with sslkey) and goes on without it.
+            files.pop("sslkey", None)
+        for name in ("sslrootcert", "sslcrl", "sslcert", "sslkey"):
+            if name in files:
+                _readable(*files[name])
+        for name, what in (("sslrootcert", "certificate"), ("sslcrl", "certificate or CRL")):
+            if name in files:
+                _loads(files[name], what, lambda c, path: c.load_verify_locations(cafile=path))
+        if "sslcert" not in files:
+            return
+        cert = files["sslcert"]
+        _loads(cert, "certificate", lambda c, path: c.load_verify_locations(cafile=path))
+        key = files.get("sslkey")
+        if key is None:
+            default = Path.home() / ".postgresql" / "postgresql.key"
+            key = ("the default sslkey", str(default)) if default.exists() else None
+        password = params.get("sslpassword") or ""
+        try:
+            ssl_module.SSLContext(ssl_module.PROTOCOL_TLS_CLIENT).load_cert_chain(
+                cert[1], keyfile=key[1] if key else None, password=lambda: password
+            )
+        except ssl_module.SSLError as exc:
+            if key is None:
+                problem = f"{_file(cert)} holds no usable private key (give sslkey)"
+            elif exc.reason == "KEY_VALUES_MISMATCH":
+                problem = f"{_file(key)} is not the key of the certificate in {_file(cert)}"
+            else:
+                problem = (
+                    f"{_file(key)} is not a usable private key: not PEM, or encrypted and "
+                    "sslpassword is missing or wrong"
+                )
+            raise PostgresConfigError(problem, key[0] if key else cert[0]) from None
 
     def _common(self, r: Resolved) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"user": r.user, "database": r.database}

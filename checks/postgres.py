@@ -105,6 +105,7 @@ async def probe(options: Options, *, attempt_seconds: float) -> ProbeResult:
     try:
         options.validate()
         resolved = options.resolve()
+        options.check_tls_files(resolved)
     except PostgresConfigError as exc:
         return ProbeResult(
             False, classify(exc, target=target, secrets=secrets), start=start, end=start
