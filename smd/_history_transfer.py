@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Final
 
 from smd._encode import DIGITS, encode
 from smd._history_file import TargetRecord
-from smd._open_store import FallbackStore, open_store
+from smd._open_store import FallbackStore, embedded_problem, open_store
 from smd._samples import DEFAULT_BOUND, Sample, Series, TimingHistory
 from smd._store import HistoryStore, MemoryHistoryStore, TargetInfo
 from smd.exceptions import SettingsError, StoreUnavailable
@@ -129,6 +129,16 @@ def open_history(settings: Settings, *, readonly: bool) -> HistoryStore:
         raise SettingsError(
             "history is disabled (SMD_HISTORY_ENABLED=false): there is no history store to use"
         )
+    if settings.history_url is None:
+        # A run skips an unusable path with a warning (it must not stop
+        # startup); a command that was asked to use it stops, in one line.
+        path = settings.history_file()
+        problem = embedded_problem(path, readonly=readonly)
+        if problem is not None:
+            raise SettingsError(
+                f"the history path {path} is {problem} (SMD_HISTORY_PATH); accepted: the path "
+                "of a regular file, in a directory smd can create"
+            )
     store = open_store(_transfer_budgets(settings), readonly=readonly)
     if isinstance(store, FallbackStore):
         return store.primary

@@ -22,10 +22,12 @@ from smd._store import HistoryStore, MemoryHistoryStore, StoreConveniences, Targ
 from smd.plugins import store_factory, store_scheme
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from smd._settings import Settings
     from smd.clock import Clock
 
-__all__ = ["FallbackStore", "open_store"]
+__all__ = ["FallbackStore", "embedded_problem", "open_store"]
 
 
 class FallbackStore(StoreConveniences):
@@ -121,6 +123,20 @@ def open_store(
     return FallbackStore(remote, local, log=log)
 
 
+def embedded_problem(path: Path, *, readonly: bool) -> str | None:
+    """Why the embedded store cannot use ``path`` (``"a directory"``, ...), else ``None``.
+
+    Unless ``readonly``, this creates the directory (0700) when it is missing.
+    """
+    problem = not_a_regular_file(path)
+    if problem is None and not readonly:
+        try:
+            private_dir(path.parent)
+        except OSError as err:
+            problem = f"its directory cannot be created ({describe(err)})"
+    return problem
+
+
 def _embedded(settings: Settings, *, readonly: bool, log: Any) -> HistoryStore:
     """The embedded store: SQLite at ``settings.history_file()`` (never raises).
 
@@ -136,12 +152,7 @@ def _embedded(settings: Settings, *, readonly: bool, log: Any) -> HistoryStore:
         return MemoryHistoryStore()
     path = settings.history_file()
     logger = log if log is not None else get_logger("smd.history")
-    problem = not_a_regular_file(path)
-    if problem is None and not readonly:
-        try:
-            private_dir(path.parent)
-        except OSError as err:
-            problem = f"its directory cannot be created ({describe(err)})"
+    problem = embedded_problem(path, readonly=readonly)
     if problem is not None:
         with contextlib.suppress(Exception):
             logger.warning(

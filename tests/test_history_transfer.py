@@ -807,18 +807,21 @@ def test_a_large_import_into_postgresql_keeps_the_store_bound_in_one_write(
     assert "0 samples added, 6144 already present, 1056 past the bound" in again.stdout
 
 
-def test_an_unusable_history_path_is_exit_75_and_nothing_is_pretended(tmp_path: Path) -> None:
+def test_an_unusable_history_path_is_an_invalid_setting_in_one_line(tmp_path: Path) -> None:
     # /dev/full is not a regular file: the embedded store is never opened there,
-    # so an import would land nowhere; it says so instead of reporting success.
+    # so an import would land nowhere. A run goes on with a warning; a command
+    # asked to use the path stops: one line, exit 78 (fix the setting), not 75.
     write_export(str(tmp_path / "h.json"), export_document(filled(tmp_path / "a.sqlite3")))
-    done = smd(tmp_path, "history", "import", "h.json", SMD_HISTORY_PATH="/dev/full")
-    assert done.returncode == 75, done.stderr
-    last = done.stderr.strip().splitlines()[-1]
-    assert (
-        last
-        == "smd: history import: the history path /dev/full cannot be used (see the warning above)"
-    )
-    assert "samples added" not in done.stdout
+    accepted = "accepted: the path of a regular file, in a directory smd can create"
+    for path, what in (("/dev/full", "a character device"), (str(tmp_path), "a directory")):
+        for args in (("import", "h.json"), ("export", "out.json"), ("replay",), ()):
+            done = smd(tmp_path, "history", *args, SMD_HISTORY_PATH=path)
+            assert done.returncode == 78, (args, done.stderr)
+            assert done.stderr.splitlines() == [
+                f"smd: the history path {path} is {what} (SMD_HISTORY_PATH); {accepted}"
+            ], args
+            assert done.stdout == ""
+    assert not (tmp_path / "out.json").exists()
 
 
 @pytest.mark.postgres
