@@ -422,6 +422,7 @@ _EXIT_MEANINGS: dict[str, str] = {
     "usage": "usage: bad arguments, TARGET not importable, CMD not found",
     "unknown": "a failure of unknown kind",
     "application": "a phase's own code failed (kind `application`)",
+    "output": "a file smd was asked to write could not be written (a full disk): nothing half-written is left",
     "infrastructure": "an `infrastructure`",
     "timeout": "`timeout` failure not bypassed",
     "configuration": "a `configuration` failure",

@@ -25,7 +25,7 @@ from smd._settings import Settings
 from smd._settings_keys import SettingsWarning
 from smd._settings_load import load_settings
 from smd._target import load_target
-from smd.exceptions import InvalidPlan, SettingsError, TargetError, UsageError
+from smd.exceptions import InvalidPlan, OutputError, SettingsError, TargetError, UsageError
 from smd.plugins import PluginWarning, checks
 
 if TYPE_CHECKING:
@@ -362,6 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     except InvalidPlan as exc:
         _err(f"invalid plan: {exc}")
         return EXIT_CODES["invalid_plan"]
+    except OutputError as exc:
+        _err(str(exc))
+        return EXIT_CODES["output"]
     except SettingsError as exc:
         _err(str(exc))
         return EXIT_CODES["invalid_settings"]

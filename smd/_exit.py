@@ -17,6 +17,7 @@ EXIT_CODES: Mapping[str, int] = MappingProxyType(
         "usage": 64,  # EX_USAGE: bad arguments, TARGET not importable, CMD not found
         "unknown": 69,  # EX_UNAVAILABLE
         "application": 70,  # EX_SOFTWARE: a phase's own code failed
+        "output": 74,  # EX_IOERR: an output file could not be written
         "infrastructure": 75,  # EX_TEMPFAIL: try again later
         "timeout": 75,
         "configuration": 78,  # EX_CONFIG

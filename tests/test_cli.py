@@ -209,6 +209,16 @@ def test_bad_input_gets_one_line_and_the_documented_code(
     assert marks(tmp_path) == []
 
 
+def test_a_report_that_cannot_be_written_is_one_warning_naming_it(tmp_path: Path) -> None:
+    # /dev/full answers every write with ENOSPC (a full disk). Observers never
+    # stop a startup: the run is ready, and the warning says which file failed.
+    out = smd(tmp_path, "run", KINDS, "--report", "/dev/full")
+    assert out.returncode == 0, out.stderr
+    (warning,) = [line for line in out.stderr.splitlines() if "smd.observer.failed" in line]
+    assert "ReportFile('/dev/full')" in warning
+    assert "cannot write '/dev/full': No space left on device" in warning
+
+
 @pytest.mark.parametrize(
     ("body", "code"),
     [("import sys\nsys.exit(3)\n", "3"), ("raise SystemExit('bye')\n", "'bye'")],

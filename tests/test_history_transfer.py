@@ -726,6 +726,28 @@ def test_history_export_import_and_replay_against_the_postgresql_store(
     assert pg_app.password not in text
 
 
+def test_an_output_that_cannot_be_written_is_exit_74_in_one_line(
+    tmp_path: Path,
+) -> None:
+    # /dev/full is a real device that answers every write with ENOSPC: a full disk.
+    filled(tmp_path / "h.sqlite3")
+    for args in (("export", "/dev/full"), ("--html", "/dev/full")):
+        done = smd(tmp_path, "history", *args)
+        assert done.returncode == 74, (args, done.stderr)
+        assert done.stderr.splitlines() == [
+            "smd: cannot write '/dev/full': No space left on device"
+        ], args
+    # A regular file is written through a temporary file beside it that then
+    # replaces it: afterwards only the export is there.
+    out = tmp_path / "out"
+    out.mkdir()
+    done = smd(tmp_path, "history", "export", str(out / "h.json"))
+    assert done.returncode == 0, done.stderr
+    before = (out / "h.json").read_bytes()
+    assert [p.name for p in out.iterdir()] == ["h.json"]  # no temporary file left beside it
+    assert json.loads(before)["targets"]
+
+
 @pytest.mark.postgres
 def test_a_shared_store_that_is_down_is_exit_75_without_falling_back(tmp_path: Path) -> None:
     secret = password()

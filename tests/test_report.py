@@ -193,6 +193,7 @@ def test_exit_codes_are_the_documented_sysexits() -> None:
         "degraded": 0,
         "usage": 64,
         "application": 70,
+        "output": 74,
         "infrastructure": 75,
         "timeout": 75,
         "configuration": 78,
