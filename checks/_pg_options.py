@@ -425,7 +425,8 @@ class PostgresOptions:
         socket, so that the failure is configuration and names the file. The
         sslpassword is used, never shown.
         """
-        ssl = self.ssl if self.ssl is not None and not isinstance(self.ssl, str) else r.sslmode
+        given = self.connect_kwargs.get("ssl", self.ssl)  # connect_kwargs go to asyncpg last
+        ssl = given if given is not None and not isinstance(given, str) else r.sslmode
         if ssl is None and any(not h.startswith("/") for h, _ in r.hosts):
             ssl = "prefer"  # asyncpg's default over TCP
         if not isinstance(ssl, str) or ssl == "disable":
@@ -454,8 +455,11 @@ class PostgresOptions:
         _loads(cert, "certificate", lambda c, path: c.load_verify_locations(cafile=path))
         key = files.get("sslkey")
         if key is None:
-            default = Path.home() / ".postgresql" / "postgresql.key"
-            key = ("the default sslkey", str(default)) if default.exists() else None
+            try:  # as asyncpg: no home (or none we may read) means no default key
+                default = Path.home() / ".postgresql" / "postgresql.key"
+                key = ("the default sslkey", str(default)) if default.exists() else None
+            except (RuntimeError, KeyError, OSError):
+                key = None
         password = params.get("sslpassword") or ""
         try:
             ssl_module.SSLContext(ssl_module.PROTOCOL_TLS_CLIENT).load_cert_chain(
@@ -479,7 +483,8 @@ class PostgresOptions:
             kwargs["password"] = r.password
         if r.passfile is not None:
             kwargs["passfile"] = r.passfile
-        ssl = self.ssl if self.ssl is not None and not isinstance(self.ssl, str) else r.sslmode
+        given = self.connect_kwargs.get("ssl", self.ssl)  # connect_kwargs go to asyncpg last
+        ssl = given if given is not None and not isinstance(given, str) else r.sslmode
         if ssl is not None:
             kwargs["ssl"] = ssl
         if r.server_settings:

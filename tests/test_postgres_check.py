@@ -693,6 +693,32 @@ async def test_usable_tls_files_are_not_refused(
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("ssl", [False, "context"], ids=["ssl-false", "an-sslcontext"])
+async def test_tls_files_asyncpg_will_not_load_are_not_checked(
+    pg_dsn: str, tls_files: dict[str, str], ssl: object
+) -> None:
+    """``connect_kwargs`` reach asyncpg last: with its ``ssl`` off, or a context of
+    the caller's making, asyncpg loads no file, so a missing one is no failure."""
+    import ssl as ssl_module
+
+    given = ssl_module.create_default_context() if ssl == "context" else ssl
+    if isinstance(given, ssl_module.SSLContext):
+        given.check_hostname = False
+        given.verify_mode = ssl_module.CERT_NONE
+    missing = tls_files["missing"]
+    options = PostgresOptions.from_dsn(
+        with_query(pg_dsn, f"sslmode=require&sslcert={missing}&sslrootcert={missing}"),
+        connect_kwargs={"ssl": given},
+    )
+    result, _, _ = await wait(options, deadline=10)
+    if ssl is False:
+        assert result.ok, result.render_text()
+    else:  # the test cluster has TLS off: the context is used, and the server refuses it
+        assert result.failure is not None
+        assert missing not in result.failure.message, result.failure.message
+
+
+@pytest.mark.postgres
 def test_smd_check_postgres_with_a_missing_sslcert_exits_78_at_once(
     pg_dsn: str, pg_app: AppCredentials, tls_files: dict[str, str]
 ) -> None:
