@@ -253,13 +253,13 @@ def _target(entry: object, where: str) -> TargetRecord:
     name = entry.get("target")
     if not isinstance(name, str) or not name.strip():
         raise _Bad(f"{where}.target", "expected the target's history key, a non-empty string")
-    parts = _check_key(name, f"{where}.target")
     meta: dict[str, str] = {}
     for key in _META:
         value = entry.get(key, "")
         if not isinstance(value, str):
             raise _Bad(f"{where}.{key}", f"is {_kind(value)}, expected a string")
         meta[key] = redact(value)
+    parts = _check_key(name, f"{where}.target", meta.get("startup", ""))
     _check_meta(name, parts, meta, where)
     policy = entry.get("policy", {})
     if not isinstance(policy, dict):
@@ -273,14 +273,19 @@ def _target(entry: object, where: str) -> TargetRecord:
     return TargetRecord(info, tuple(sorted(parsed, key=lambda s: s.at)))
 
 
-def _check_key(name: str, where: str) -> tuple[str, str, str]:
+def _check_key(name: str, where: str, startup: str = "") -> tuple[str, str, str]:
     """``(startup, dependency, environment)`` of the history key ``name``, or ``_Bad``
     saying why it is not one.
 
-    A key holding a secret is refused without showing any of it: the secret
-    would reach the store, and the message names only the place.
+    ``startup`` is the entry's own (empty: unknown): a startup's name may
+    hold a ``/``, even begin with one, so the key is split after it when the
+    key begins with it. A key holding a secret is refused without showing any
+    of it: the secret would reach the store, and the message names only the place.
     """
     parts = _split_key(name)
+    if startup and name.startswith(f"{startup}/") and parts is not None:
+        rest, env = split_target(name)
+        parts = (startup, rest[len(startup) + 1 :], env)
     if safe_key(name) != name or ((parts is None or parts[2] is None) and redact(name) != name):
         raise _Bad(
             where,
@@ -342,14 +347,8 @@ def _check_meta(
             f"is {_shown(dependency, 80)}, but the key is of dependency {_shown(named, 80)}; "
             f"{accepted}",
         )
-    named = dependency or named
-    phase = meta["phase"]
-    if phase and named.startswith("phase:") and named != f"phase:{phase}":
-        raise _Bad(
-            f"{where}.phase",
-            f"is {_shown(phase)}, but the key is of phase {_shown(named[6:], 80)} "
-            f"(its dependency {_shown(named, 80)}); {accepted}",
-        )
+    # The phase is not checked: a phase may keep another's history (its
+    # ``target="phase:legacy"``), so the key's dependency need not name it.
 
 
 def _check_policy(policy: Mapping[str, Any], where: str) -> None:
