@@ -46,9 +46,13 @@ def check_output_path(option: str, path: str) -> Path:
 
 
 def _same_file(a: Path, b: Path) -> bool:
-    """Whether two output paths name one file (a link or ``./`` included)."""
+    """Whether two output paths name one regular file (a link or ``./`` included).
+
+    A device or a pipe is not a file one output would overwrite:
+    ``--report /dev/stdout --trace /dev/stderr`` may share a terminal or a pipe.
+    """
     if a.exists() and b.exists():
-        return os.path.samefile(a, b)
+        return a.is_file() and b.is_file() and os.path.samefile(a, b)
     return a.resolve() == b.resolve()
 
 

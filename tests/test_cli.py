@@ -209,6 +209,19 @@ def test_bad_input_gets_one_line_and_the_documented_code(
     assert marks(tmp_path) == []
 
 
+def test_report_and_trace_may_share_a_pipe(tmp_path: Path) -> None:
+    # One pipe behind stdout and stderr is not one file written twice over.
+    out = subprocess.run(
+        [sys.executable, "-m", "smd", "run", KINDS, "--report", "/dev/stdout",
+         "--trace", "/dev/stderr"],
+        cwd=ROOT, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout
+    assert '"traceEvents"' in out.stdout
+    assert '"exit_code"' in out.stdout or '"state"' in out.stdout
+
+
 def test_a_report_that_cannot_be_written_is_one_warning_naming_it(tmp_path: Path) -> None:
     # /dev/full answers every write with ENOSPC (a full disk). Observers never
     # stop a startup: the run is ready, and the warning says which file failed.
