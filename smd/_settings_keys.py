@@ -18,7 +18,7 @@ import copy
 import os
 import tomllib
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ __all__ = [
     "UnknownKey",
     "read_toml",
     "settings_files",
+    "unknown_key_inside",
     "unknown_keys",
 ]
 
@@ -188,6 +189,36 @@ def _variables(model: type[BaseModel], names: Mapping[str, Any], source: str) ->
                 )
             )
     return out
+
+
+def unknown_key_inside(
+    model: type[BaseModel], loc: Sequence[str], variable: str, depth: int
+) -> UnknownKey | None:
+    """The unknown key ``loc`` ends on, inside the JSON value of ``variable``.
+
+    ``loc`` is the key's path in ``model`` (a validation error's), the first
+    ``depth`` parts of it naming ``variable`` (``SMD_TIMEOUTS`` is one,
+    ``SMD_TIMEOUTS__PRODUCTION`` two): the key, the closest valid one and the
+    accepted ones are written as inside that value (``production.floor``).
+    ``None`` when ``loc`` ends on a key that exists.
+    """
+    nested: dict[str, Any] = {}
+    level = nested
+    for part in loc[:-1]:
+        level = level.setdefault(part, {})
+    level[loc[-1]] = ""
+    for path, valid in _walk(model, nested, ()):
+        if len(path) != len(loc) or len(path) <= depth:
+            continue
+        inner = path[depth:-1]
+        close = _closest(path[-1], valid)
+        return UnknownKey(
+            variable,
+            ".".join((*inner, path[-1])),
+            None if close is None else ".".join((*inner, close)),
+            tuple(".".join((*inner, v)) for v in valid),
+        )
+    return None
 
 
 def unknown_keys(

@@ -29,7 +29,12 @@ from pydantic_settings import BaseSettings, DotEnvSettingsSource, EnvSettingsSou
 from pydantic_settings import SettingsError as PydanticSettingsError
 
 from smd._settings import Settings
-from smd._settings_keys import SettingsWarning, settings_files, unknown_keys
+from smd._settings_keys import (
+    SettingsWarning,
+    settings_files,
+    unknown_key_inside,
+    unknown_keys,
+)
 from smd.exceptions import SettingsError
 from smd.plugins import settings_models
 
@@ -361,6 +366,72 @@ def _from_environment(name: str, given: Mapping[str, str | None]) -> bool:
     return name in given or any(k.startswith(name + "__") for k in given)
 
 
+def _unknown_inside(loc: tuple[int | str, ...], cls: type[BaseSettings]) -> str | None:
+    """An unknown key inside the JSON value of a variable (``SMD_BYPASS='{"mod": ...}'``),
+    named like every unknown key: with the closest valid one, else the accepted ones."""
+    if not loc or not all(isinstance(p, str) for p in loc):
+        return None
+    given = _given(cls)
+    name = _variable(loc, given)
+    if name not in given:
+        return None
+    depth = len(name.removeprefix("SMD_").split("__"))
+    unknown = unknown_key_inside(cls, [str(p) for p in loc], name, depth)
+    return None if unknown is None else unknown.message()
+
+
+def _not_utf8(value: object) -> bool:
+    """Whether ``value`` is text that cannot be UTF-8 (bytes the environment could not decode)."""
+    text = value.get_secret_value() if isinstance(value, SecretStr) else value
+    if not isinstance(text, str):
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _probed(model: type[BaseModel], name: str) -> str | None:
+    """What a text field says it accepts, asked with an empty value (like :func:`_stated`)."""
+    try:
+        model.model_validate({name: ""})
+    except ValidationError as err:
+        for error in err.errors():
+            if tuple(error.get("loc", ())) != (name,):
+                continue
+            ctx = error.get("ctx", {})
+            if error.get("type") in ("enum", "literal_error") and "expected" in ctx:
+                return str(ctx["expected"])
+            _, sep, rest = str(error.get("msg", "")).partition("accepted: ")
+            if sep:
+                return rest.split("; accepted: ", 1)[0]
+    except Exception:  # a validator that wants more than a value: no answer
+        return None
+    return None
+
+
+def _text_accepted(cls: type[BaseSettings], loc: tuple[int | str, ...]) -> str:
+    """What the field at ``loc`` accepts, for a value that is not even text."""
+    found = _field(cls, loc)
+    if found is None:
+        return "UTF-8 text"
+    model, name = found
+    ann = model.model_fields[name].annotation
+    values = [v for arm in _arms(ann) for v in _choices(arm)]
+    if values:
+        return _one_of(values)
+    return _scalar_accepted(model, name, {}) or _probed(model, name) or "UTF-8 text"
+
+
+def _not_of_kind(ann: Any, toml: bool) -> str:
+    """What a complex setting's value is not (it is JSON, or TOML, of another kind)."""
+    for arm in _arms(ann):
+        if typing.get_origin(arm) in _LISTS:
+            return "not an array" if toml else "not a JSON list"
+    return "not a table" if toml else "not a JSON object"
+
+
 def _format_error(
     err: ValidationError, cls: type[BaseSettings], argument_names: Mapping[str, str]
 ) -> str:
@@ -384,7 +455,15 @@ def _format_error(
     msg = _one_accepted(msg.removeprefix("Value error, "))
     kind = str(first.get("type", ""))
     ctx = first.get("ctx", {})
-    if kind in ("enum", "literal_error") and "expected" in ctx:
+    value = first.get("input")
+    undecoded = _not_utf8(value)
+    if undecoded:
+        # Bytes the environment could not decode: no validator can read them, and
+        # the value, not text, is never echoed.
+        msg = f"not valid UTF-8 text; accepted: {_text_accepted(cls, loc)}"
+    elif kind == "extra_forbidden":
+        msg = "no such setting; accepted: the keys listed in docs/reference/settings.md"
+    elif kind in ("enum", "literal_error") and "expected" in ctx:
         msg = f"accepted: {ctx['expected']}"
     elif kind in _NOT_A or kind in _BOUNDS:
         found = _field(cls, loc)
@@ -395,11 +474,11 @@ def _format_error(
     elif kind.endswith("_type") and all(isinstance(p, str) for p in loc):
         ann = _walk(cls, [str(p) for p in loc])  # JSON, but not a list or an object
         if ann is not None and _is_complex(ann):
-            msg = f"{msg}; accepted: {_json_accepted(ann, variable)}"
+            problem = _not_of_kind(ann, variable is None)
+            msg = f"{problem}; accepted: {_json_accepted(ann, variable)}"
     # Never echo the offending value of a secret; other values help.
-    value = first.get("input")
     secret = bool(loc) and str(loc[0]) in _secret_fields(cls)
-    shown = "" if secret or isinstance(value, dict) else f" (got {value!r})"
+    shown = "" if secret or undecoded or isinstance(value, dict) else f" (got {value!r})"
     more = len(err.errors()) - 1
     tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
     what = "invalid" if name.startswith("argument ") else "invalid setting"
@@ -508,6 +587,9 @@ def load_settings(*, argument_names: Mapping[str, str] | None = None, **override
                 words = unknown.key.lower().removeprefix("smd_").replace("__", ".").split(".")
                 if words[: len(loc)] == loc:
                     raise SettingsError(unknown.message()) from None
+            inside = _unknown_inside(tuple(first.get("loc", ())), cls)
+            if inside is not None:
+                raise SettingsError(inside) from None
         raise SettingsError(_format_error(err, cls, argument_names or {})) from None
     except PydanticSettingsError as err:
         # e.g. malformed JSON in a complex SMD_* variable

@@ -155,8 +155,78 @@ CASES: dict[str, Case] = {
     "bypass-kinds-not-a-list": Case(
         ["run", PLANS],
         INVALID,
-        ("SMD_BYPASS__ALLOWED_KINDS (got 'timeout'): ", f"; accepted: {KINDS_JSON}"),
+        (
+            "SMD_BYPASS__ALLOWED_KINDS (got 'timeout'): not a JSON list; ",
+            f"; accepted: {KINDS_JSON}",
+        ),
         env={"SMD_BYPASS__ALLOWED_KINDS": '"timeout"'},
+    ),
+    # JSON of another kind than the model's: what it is not, then what it accepts.
+    "timeouts-env-not-an-object": Case(
+        ["plan", PLANS],
+        INVALID,
+        (
+            "smd: invalid setting SMD_TIMEOUTS__PRODUCTION (got [1]): not a JSON object; "
+            "accepted: a JSON object with any of the keys default, floor, ceiling "
+            "(or SMD_TIMEOUTS__PRODUCTION__KEY for one key)",
+        ),
+        env={"SMD_TIMEOUTS__PRODUCTION": "[1]"},
+    ),
+    "timeouts-env-not-a-table-smd-toml": Case(
+        ["plan", PLANS],
+        INVALID,
+        (
+            "smd: invalid setting timeouts.production in ",
+            "smd.toml (got [1]): not a table; accepted: a table with any of the keys default",
+        ),
+        files={"smd.toml": b"[timeouts]\nproduction = [1]\n"},
+    ),
+    # An unknown key inside a variable's JSON is named like any unknown key: the
+    # variable, the key inside it, the closest valid key, else the accepted ones.
+    "bypass-json-unknown-key": Case(
+        ["plan", PLANS],
+        INVALID,
+        (
+            "smd: unknown setting 'x' in SMD_BYPASS; accepted: ",
+            "docs/reference/settings.md",
+        ),
+        env={"SMD_BYPASS": '{"x": 1}'},
+    ),
+    "bypass-json-typo-beside-a-valid-key": Case(
+        ["plan", PLANS],
+        INVALID,
+        ("smd: unknown setting 'mod' in SMD_BYPASS; did you mean 'mode'?",),
+        env={"SMD_BYPASS": '{"mode": "strict", "mod": "x"}'},
+    ),
+    "bypass-json-typo-in-dotenv": Case(
+        ["plan", PLANS],
+        INVALID,
+        ("smd: unknown setting 'mod' in SMD_BYPASS; did you mean 'mode'?",),
+        files={".env": b'SMD_BYPASS=\'{"mod": "x"}\'\n'},
+    ),
+    "timeouts-json-nested-typo": Case(
+        ["plan", PLANS],
+        INVALID,
+        (
+            "smd: unknown setting 'production.flor' in SMD_TIMEOUTS; "
+            "did you mean 'production.floor'?",
+        ),
+        env={"SMD_TIMEOUTS": '{"production": {"flor": 1}}'},
+    ),
+    "timeouts-env-json-typo": Case(
+        ["plan", PLANS],
+        INVALID,
+        ("smd: unknown setting 'flor' in SMD_TIMEOUTS__PRODUCTION; did you mean 'floor'?",),
+        env={"SMD_TIMEOUTS__PRODUCTION": '{"flor": 1}'},
+    ),
+    "timeouts-json-unknown-key": Case(
+        ["plan", PLANS],
+        INVALID,
+        (
+            "smd: unknown setting 'production.zz' in SMD_TIMEOUTS; accepted: "
+            "production.ceiling, production.default, production.floor",
+        ),
+        env={"SMD_TIMEOUTS": '{"production": {"zz": 1}}'},
     ),
     "bypass-cells-not-json": Case(
         ["run", PLANS],
@@ -405,6 +475,35 @@ CASES: dict[str, Case] = {
         ),
         env={"SMD_DATABASE_URL": "postgresql://u:s3cr3t@h/db?sslmode=bogus"},
     ),
+    # Bytes that are not UTF-8 (the environment hands them over undecoded): said so,
+    # with what is accepted, and never echoed (a URL holds a password).
+    "dsn-not-utf8": Case(
+        ["plan", PLANS],
+        INVALID,
+        (
+            "smd: invalid setting SMD_DATABASE_URL: not valid UTF-8 text; "
+            "accepted: a URL like postgresql://",
+        ),
+        env={"SMD_DATABASE_URL": "postgresql://u:s3cr3t\udcff@h/db"},
+    ),
+    "environment-not-utf8": Case(
+        ["plan", PLANS],
+        INVALID,
+        (
+            "smd: invalid setting SMD_ENVIRONMENT: not valid UTF-8 text; "
+            "accepted: 'development', 'staging', 'production' or 'test'",
+        ),
+        env={"SMD_ENVIRONMENT": "prod\udcffuction"},
+    ),
+    "bypass-json-mode-not-utf8": Case(
+        ["plan", PLANS],
+        INVALID,
+        (
+            "smd: invalid setting SMD_BYPASS (at key mode): not valid UTF-8 text; "
+            "accepted: 'strict', 'permissive' or 'conditional'",
+        ),
+        env={"SMD_BYPASS": '{"mode": "str\udcffict"}'},
+    ),
     # The accepted forms, verbatim: redaction (which masks what sits between a URL's
     # ':' and its last '@', and what follows "password:") leaves them whole.
     "check-redis-bad-db": Case(
@@ -636,6 +735,9 @@ def test_bad_input(cwd: Path, name: str) -> None:
     assert line.startswith("smd: "), line
     for needle in case.needles:
         assert needle in line, line
+    # pydantic's own wording never reaches the user.
+    assert "Input should be" not in line, line
+    assert "Extra inputs are not permitted" not in line, line
     assert out.returncode == case.code, line
     assert "Traceback" not in out.stderr
     assert out.stdout == ""
@@ -644,7 +746,14 @@ def test_bad_input(cwd: Path, name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["dsn-bad-sslmode", "budget-not-a-number-accepted", "history-enabled-not-a-boolean"]
+    "name",
+    [
+        "dsn-bad-sslmode",
+        "dsn-not-utf8",
+        "budget-not-a-number-accepted",
+        "history-enabled-not-a-boolean",
+        "timeouts-env-not-an-object",
+    ],
 )
 def test_one_accepted_part_and_no_secret(cwd: Path, name: str) -> None:
     """One ``accepted:`` (the specific one), pydantic's own words gone, no password."""
