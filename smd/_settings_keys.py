@@ -148,19 +148,17 @@ def settings_files() -> Iterator[tuple[str, Mapping[str, Any]]]:
 
 
 def _dotenv() -> dict[str, str]:
+    """The ``SMD_*`` names ``.env`` sets, read by the parser pydantic-settings reads it with.
+
+    (A line of a quoted multi-line value is part of that value, not a name.)
+    """
     path = Path(".env")
-    out: dict[str, str] = {}
     if not path.is_file():
-        return out
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if line.startswith("export "):
-            line = line[7:].strip()
-        key, sep, _ = line.partition("=")
-        key = key.strip()
-        if sep and key.upper().startswith(_PREFIX) and not line.startswith("#"):
-            out[key] = ""
-    return out
+        return {}
+    from dotenv import dotenv_values
+
+    names = dotenv_values(path, encoding="utf-8")
+    return {key: "" for key in names if key.upper().startswith(_PREFIX)}
 
 
 def _variables(model: type[BaseModel], names: Mapping[str, Any], source: str) -> list[UnknownKey]:

@@ -68,6 +68,14 @@ def test_an_unknown_key_in_a_settings_file_stops_naming_the_closest(
     assert out.stdout == ""
 
 
+def test_a_quoted_multi_line_value_in_dotenv_holds_no_setting_names(tmp_path: Path) -> None:
+    # The second line belongs to APP_NOTE's value: it is not a setting smd must know.
+    (tmp_path / ".env").write_text('APP_NOTE="first line\nSMD_NOT_A_KEY=inside the quote"\n')
+    out = smd(tmp_path, "plan", TARGET)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""
+
+
 def test_a_typo_in_the_environment_warns_once_and_runs(tmp_path: Path) -> None:
     out = smd(tmp_path, "plan", TARGET, SMD_STARTUP_BUGDET="1")
     assert out.returncode == 0, out.stderr
