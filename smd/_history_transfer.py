@@ -24,6 +24,7 @@ from smd._encode import DIGITS, encode
 from smd._history_file import TargetRecord
 from smd._open_store import FallbackStore, embedded_problem, open_store
 from smd._samples import DEFAULT_BOUND, Sample, Series, TimingHistory
+from smd._sqlite_store import SQLiteHistoryStore
 from smd._store import HistoryStore, MemoryHistoryStore, TargetInfo
 from smd.exceptions import SettingsError, StoreUnavailable
 
@@ -139,7 +140,17 @@ def open_history(settings: Settings, *, readonly: bool) -> HistoryStore:
                 f"the history path {path} is {problem} (SMD_HISTORY_PATH); accepted: the path "
                 "of a regular file, in a directory smd can create"
             )
-    store = open_store(_transfer_budgets(settings), readonly=readonly)
+    # Read-only, a damaged file is reported here in one line, not also as the
+    # store's warning (which says "history is empty" and goes on, as a run must).
+    quiet = _Quiet() if readonly and settings.history_url is None else None
+    store = open_store(_transfer_budgets(settings), readonly=readonly, log=quiet)
+    if quiet is not None and isinstance(store, SQLiteHistoryStore):
+        store.targets()  # one read: a damaged file shows now, before anything is shown
+        if store.problem is not None:
+            raise SettingsError(
+                f"the history file {store.path} cannot be read ({store.problem}); accepted: "
+                "an smd history file: move this one aside, or point SMD_HISTORY_PATH elsewhere"
+            )
     if isinstance(store, FallbackStore):
         return store.primary
     if settings.history_url is not None:
@@ -151,6 +162,13 @@ def open_history(settings: Settings, *, readonly: bool) -> HistoryStore:
             f"the history path {settings.history_file()} cannot be used (see the warning above)"
         )
     return store
+
+
+class _Quiet:
+    """A logger that drops the store's warnings (the caller reports its ``problem``)."""
+
+    def warning(self, event: str, **fields: object) -> None:
+        pass
 
 
 def describe_store(store: HistoryStore) -> str:

@@ -751,6 +751,25 @@ def test_history_export_import_and_replay_against_the_postgresql_store(
     assert pg_app.password not in text
 
 
+def test_a_damaged_history_file_is_one_line_not_an_empty_history(tmp_path: Path) -> None:
+    # A run reads a damaged file as empty (with a warning) and goes on; a command
+    # that shows or exports the history must not pass that off as "nothing learned".
+    damaged = tmp_path / "h.sqlite3"
+    damaged.write_bytes(b"not a database" * 300)
+    before = damaged.read_bytes()
+    for args in ((), ("--format", "json"), ("export", "out.json"), ("replay",)):
+        done = smd(tmp_path, "history", *args)
+        assert done.returncode == 78, (args, done.stderr)
+        assert done.stderr.splitlines() == [
+            f"smd: the history file {damaged} cannot be read (corrupt: file is not a database "
+            "(SQLITE_NOTADB)); accepted: an smd history file: move this one aside, or point "
+            "SMD_HISTORY_PATH elsewhere"
+        ], args
+        assert done.stdout == ""
+    assert damaged.read_bytes() == before  # read-only: left in place
+    assert not (tmp_path / "out.json").exists()
+
+
 def test_an_output_that_cannot_be_written_is_exit_74_in_one_line(
     tmp_path: Path,
 ) -> None:
