@@ -148,7 +148,13 @@ def _parse_url(url: str) -> tuple[str, str, int, str, str | None, str | None]:
         raise ValueError(f"unsupported scheme {scheme!r}; accepted: {_ACCEPTED}")
     if any(c.isspace() or ord(c) < 32 for c in text):
         raise ValueError(f"the URL contains spaces or control characters; accepted: {_ACCEPTED}")
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError:  # "Invalid IPv6 URL": an unclosed or misplaced bracket
+        raise ValueError(
+            "write an IPv6 address in closed brackets, e.g. http://[::1]:8080/; "
+            f"accepted: {_ACCEPTED}"
+        ) from None
     userinfo, at, hostport = parts.netloc.rpartition("@")
     try:
         host, port = split_host_port(

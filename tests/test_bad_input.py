@@ -506,6 +506,14 @@ CASES: dict[str, Case] = {
     ),
     # The accepted forms, verbatim: redaction (which masks what sits between a URL's
     # ':' and its last '@', and what follows "password:") leaves them whole.
+    "check-http-unclosed-ipv6": Case(
+        ["check", "http", "http://[::1/"],
+        INVALID,
+        (
+            "invalid TARGET given to 'smd check http': write an IPv6 address in closed "
+            "brackets, e.g. http://[::1]:8080/; accepted: an http:// or https:// URL",
+        ),
+    ),
     "check-redis-bad-db": Case(
         ["check", "redis", "redis://127.0.0.1:1/notadb"],
         INVALID,
