@@ -15,6 +15,7 @@ and a transaction-pooling pgbouncer fails with one clear line.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -22,7 +23,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,8 @@ from pgbed.cluster import AppCredentials, PgCluster
 from pgbed.pgbouncer import PGBOUNCER, Pgbouncer
 from pgbed.proxy import FaultProxy
 
-from smd import FailureKind, PhaseError, load_settings
+from smd import Failure, FailureKind, PhaseError, load_settings
+from smd.checks import postgres_fleet
 from smd.checks._pg_lock_session import lock_parts
 from smd.checks.postgres_fleet import (
     AdvisoryLockCoordinator,
@@ -44,6 +46,7 @@ from smd.checks.postgres_fleet import (
 )
 from smd.clock import SystemClock
 from smd.history import SQLiteHistoryStore, target_key
+from smd.plugins import OnceOutcome
 
 pytestmark = pytest.mark.postgres
 
@@ -112,14 +115,16 @@ def migrate_report(tmp: Path, i: int) -> dict[str, Any]:
     return found
 
 
-def done_by(phase: dict[str, Any]) -> str | None:
-    """Who the engine's note says did the work (``None``: this replica ran it)."""
+def done_by(phase: dict[str, Any], since: float) -> str | None:
+    """Who the engine's note says did the work (``None``: this replica ran it); the
+    time it names is a wall-clock time of this test's (after ``since``)."""
     if phase["note"] == "":
         return None
     match = DONE_ELSEWHERE.match(phase["note"])
     assert match is not None, phase["note"]
-    when = datetime.fromisoformat(match["at"])
-    assert abs(when.timestamp() - time.time()) < 300, phase["note"]
+    when = datetime.fromisoformat(match["at"]).timestamp()
+    # The note's time is truncated to the millisecond.
+    assert since - 0.001 <= when <= time.time(), (since, phase["note"])
     return match["by"]
 
 
@@ -134,6 +139,7 @@ def ready_samples(tmp: Path, i: int) -> int:
 def test_thirty_concurrent_smd_runs_run_the_once_work_exactly_once(
     pg: PgCluster, fleet_dsn: str, key: str, tmp_path: Path
 ) -> None:
+    since = time.time()
     procs = [smd_run(tmp_path, fleet_dsn, key, i, SMDTEST_ONCE_SLEEP="2") for i in range(30)]
     outputs = [p.communicate(timeout=120)[0] for p in procs]
     results = [(p.returncode, out) for p, out in zip(procs, outputs, strict=True)]
@@ -143,7 +149,7 @@ def test_thirty_concurrent_smd_runs_run_the_once_work_exactly_once(
     assert record(pg, key) == who
     phases = [migrate_report(tmp_path, i) for i in range(30)]
     assert {p["outcome"] for p in phases} == {"ok"}
-    by = [done_by(p) for p in phases]
+    by = [done_by(p, since) for p in phases]
     ran = [i for i, b in enumerate(by) if b is None]
     assert len(ran) == 1  # the engine says exactly one replica ran it...
     assert procs[ran[0]].pid == int(who.rpartition(":")[2])  # ...the one the table names
@@ -158,6 +164,7 @@ def test_thirty_concurrent_smd_runs_run_the_once_work_exactly_once(
 def test_sigkill_of_the_holder_halfway_lets_another_replica_complete_it(
     pg: PgCluster, fleet_dsn: str, key: str, tmp_path: Path
 ) -> None:
+    since = time.time()
     procs = [smd_run(tmp_path, fleet_dsn, key, i, SMDTEST_ONCE_SLEEP="4") for i in range(6)]
     deadline = time.monotonic() + 60
     while not runs(pg, key) and time.monotonic() < deadline:
@@ -183,7 +190,7 @@ def test_sigkill_of_the_holder_halfway_lets_another_replica_complete_it(
     survivors = [i for i, p in enumerate(procs) if p.pid != victim.pid]
     phases = {procs[i].pid: migrate_report(tmp_path, i) for i in survivors}
     assert {p["outcome"] for p in phases.values()} == {"ok"}
-    by = {pid: done_by(p) for pid, p in phases.items()}
+    by = {pid: done_by(p, since) for pid, p in phases.items()}
     assert by.pop(int(completer.rpartition(":")[2])) is None
     assert set(by.values()) == {completer}
 
@@ -237,13 +244,15 @@ async def test_the_fast_path_calls_no_lock_function(
         await coordinator.run_once(key + "/control", work, deadline_seconds=5)
     assert err.value.failure.kind is FailureKind.CONFIGURATION
     assert err.value.failure.code == "42501"
+    recorded = time.time()
     pg.sql(f"INSERT INTO smd.once_done (key, done_by) VALUES ('{key}', 'elsewhere:1')", database=db)
     outcome = await AdvisoryLockCoordinator(dsn, identity="fast").run_once(
         key, work, deadline_seconds=5
     )
     assert (outcome.ran, outcome.done_by, ran) == (False, "elsewhere:1", [])
+    # When the record says it was done: the wall-clock time of the insert above.
     assert outcome.done_at is not None
-    assert abs(outcome.done_at - time.time()) < 60
+    assert recorded <= outcome.done_at <= time.time()
 
 
 async def test_pg_locks_shows_the_holder_alone_and_nothing_once_done(
@@ -298,8 +307,67 @@ async def test_pg_locks_shows_the_holder_alone_and_nothing_once_done(
         await watch.close()
 
 
+class _Waiter(AdvisoryLockCoordinator):
+    """The coordinator, recording what each of its probes was given and found."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.give_up: list[float] = []  # the deadline each probe's connection was given
+        self.sessions: list[asyncpg.Connection] = []  # each probe's connection
+        self.delays: list[float] = []  # the backoff decided before each probe
+        self.holders: list[str | None] = []  # who holds the lock, as each probe knew it
+
+    def _delay(self, retry: int, waited: float) -> float:
+        delay = super()._delay(retry, waited)
+        self.delays.append(delay)
+        return delay
+
+    async def _probe_connect(
+        self, key: str, deadline: float
+    ) -> tuple[asyncpg.Connection | None, Failure | None]:
+        self.give_up.append(deadline)
+        conn, refused = await super()._probe_connect(key, deadline)
+        if conn is not None:
+            self.sessions.append(conn)
+        return conn, refused
+
+    async def _probe(self, *args: Any) -> tuple[OnceOutcome | None, bool, str | None]:
+        found = await super()._probe(*args)
+        self.holders.append(found[2])
+        return found
+
+
+class _FleetClock:
+    """``anyio`` as ``smd.checks.postgres_fleet`` sees it: the real one, recording
+    (for the task that made it) every reading of the clock and every wait asked
+    for, with the reading it was planned from; that task's waits are
+    ``wait(seconds)``, which must sleep them."""
+
+    def __init__(self, wait: Callable[[float], Awaitable[None]]) -> None:
+        self.task = asyncio.current_task()
+        self.readings: list[float] = []
+        self.waits: list[tuple[float, float]] = []  # (the last reading, seconds)
+        self._wait = wait
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(anyio, name)
+
+    def current_time(self) -> float:
+        now = anyio.current_time()
+        if asyncio.current_task() is self.task:
+            self.readings.append(now)
+        return now
+
+    async def sleep(self, seconds: float) -> None:
+        if asyncio.current_task() is not self.task:
+            await anyio.sleep(seconds)
+            return
+        self.waits.append((self.readings[-1], seconds))
+        await self._wait(seconds)
+
+
 async def test_a_waiter_holds_no_connection_while_it_waits_and_names_the_holder(
-    pg: PgCluster, fleet_dsn: str, key: str
+    pg: PgCluster, fleet_dsn: str, key: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     watch = await superuser(pg)
     release = anyio.Event()
@@ -309,7 +377,24 @@ async def test_a_waiter_holds_no_connection_while_it_waits_and_names_the_holder(
         started.set()
         await release.wait()
 
-    samples: list[int] = []
+    waiter = _Waiter(fleet_dsn, identity="waiter")
+    # As each wait began: were all its probes' sessions closed (the client's
+    # view), and how many sessions of the waiter's did the server have? (A
+    # polite close returns once the server dropped the connection, and a
+    # backend leaves pg_stat_activity before it drops it.)
+    closed: list[bool] = []
+    on_server: list[int] = []
+
+    async def wait(seconds: float) -> None:
+        end = anyio.current_time() + seconds
+        closed.append(all(c.is_closed() for c in waiter.sessions))
+        on_server.append(
+            await watch.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'smd fleet waiter'"
+            )
+        )
+        await anyio.sleep_until(end)  # the wait it asked for, the query included
+
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(
@@ -318,36 +403,46 @@ async def test_a_waiter_holds_no_connection_while_it_waits_and_names_the_holder(
                 )
             )
             await started.wait()
-
-            async def sample() -> None:
-                while not release.is_set():
-                    samples.append(
-                        await watch.fetchval(
-                            "SELECT count(*) FROM pg_stat_activity "
-                            "WHERE application_name = 'smd fleet waiter'"
-                        )
-                    )
-                    await anyio.sleep(0.005)
-
-            tg.start_soon(sample)
-            t0 = time.monotonic()
-            with pytest.raises(PhaseError) as err:
-                await AdvisoryLockCoordinator(fleet_dsn, identity="waiter").run_once(
-                    key, slow, deadline_seconds=3
-                )
-            waited = time.monotonic() - t0
+            clock = _FleetClock(wait)
+            monkeypatch.setattr(postgres_fleet, "anyio", clock)
+            with anyio.fail_after(30), pytest.raises(PhaseError) as err:  # a hang guard
+                await waiter.run_once(key, slow, deadline_seconds=3)
             release.set()
     finally:
         await watch.close()
     f = err.value.failure
     assert f.kind is FailureKind.TIMEOUT
     assert f.deadline_reached
-    assert "replica holder" in f.message
-    assert key in f.message
-    assert 2.5 < waited <= 3.0  # gave up just before its deadline, not after
-    # A waiter that held a connection would show in every sample.
-    assert len(samples) > 100
-    assert sum(1 for n in samples if n) / len(samples) < 0.2
+    assert f.message == (
+        f"once-per-fleet work {key!r} was still being run by replica holder when this "
+        f"replica's deadline of 3s came (the fleet lock on {waiter.options.target_key()})"
+    )
+    # The deadline it used: its first reading is its start; it gives up 5 % of
+    # its 3 s (0.15 s) before their end, and every probe's connection had that.
+    start = clock.readings[0]
+    give_up = start + 3.0 - 0.15
+    assert waiter.give_up == [pytest.approx(give_up, abs=1e-9)] * len(waiter.give_up)
+    # Probes spaced by waits: one wait between two probes, none after the last.
+    probes = len(waiter.give_up)
+    assert probes >= 2
+    assert len(clock.waits) == probes - 1
+    assert len(waiter.sessions) == probes  # a new session each
+    assert len({id(c) for c in waiter.sessions}) == probes
+    last_probe = give_up - 0.05  # the final probe's moment (_FINAL_PROBE before giving up)
+    for i, (now, seconds) in enumerate(clock.waits):
+        # Never shorter than the backoff, except cut so the final probe comes just
+        # before giving up; never planned past that moment.
+        assert seconds >= min(waiter.delays[i], last_probe - now) - 1e-9, (i, seconds)
+        assert now + seconds <= last_probe + 1e-9, (i, now, seconds)
+    # It gave up only once what was left was the final probe's (not early).
+    assert give_up - clock.readings[-1] <= 0.05 + 1e-9
+    # The holder was looked up on the last probe only (the first did not ask).
+    assert waiter.holders[0] is None
+    assert waiter.holders[-1] == "holder"
+    # It held no connection while it waited: as each wait began its sessions
+    # were all closed, and the server had none of them.
+    assert closed == [True] * (probes - 1)
+    assert on_server == [0] * (probes - 1)
 
 
 async def test_a_holder_whose_session_is_terminated_stops_its_work_and_records_nothing(
