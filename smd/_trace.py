@@ -121,7 +121,10 @@ def write_private(path: str | Path, text: str) -> None:
     A regular file (or a new one) gets the text through a temporary file
     beside it that then replaces it: a reader sees the old file or the new
     one, never half of one, and a failed write (a full disk) leaves it as it
-    was. A device, a FIFO or a symbolic link is written in place, as asked.
+    was. A device, a FIFO or a symbolic link is written in place, as asked,
+    and so is a file that cannot be replaced (a bind-mounted file such as
+    Kubernetes' ``/dev/termination-log``, or one in a directory smd cannot
+    add to).
     A failure raises :class:`~smd.exceptions.OutputError` naming the path.
     """
     from smd.exceptions import OutputError
@@ -140,7 +143,12 @@ def write_private(path: str | Path, text: str) -> None:
             # A writable file in a directory we cannot add to: in place.
             _write_owner_only(target, text)
             return
-        os.replace(temporary, target)
+        try:
+            os.replace(temporary, target)
+        except OSError:
+            # A file that cannot be replaced, only written: a bind mount such
+            # as Kubernetes' /dev/termination-log (EBUSY), another filesystem.
+            _write_owner_only(target, text)
     except OSError as exc:
         raise OutputError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from None
     finally:

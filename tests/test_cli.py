@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -220,6 +222,28 @@ def test_report_and_trace_may_share_a_pipe(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stdout
     assert '"traceEvents"' in out.stdout
     assert '"exit_code"' in out.stdout or '"state"' in out.stdout
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None, reason="a bind mount needs root"
+)
+def test_a_report_on_a_bind_mounted_file_is_written_in_place(tmp_path: Path) -> None:
+    # Kubernetes' /dev/termination-log is such a file: it cannot be replaced
+    # (rename onto a mount point is EBUSY), only written.
+    source, mounted = tmp_path / "source.json", tmp_path / "termination-log"
+    source.write_text("old\n")
+    mounted.touch()
+    script = (
+        f"mount --bind {shlex.quote(str(source))} {shlex.quote(str(mounted))} && exec "
+        + shlex.join([sys.executable, "-m", "smd", "run", KINDS, "--report", str(mounted)])
+    )
+    out = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script],
+        cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "smd.observer.failed" not in out.stderr
+    assert json.loads(source.read_text())["state"] == "ready"
 
 
 def test_a_report_that_cannot_be_written_is_one_warning_naming_it(tmp_path: Path) -> None:
