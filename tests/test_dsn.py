@@ -24,10 +24,8 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
-import anyio
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -35,13 +33,12 @@ from pgbed.cluster import AppCredentials, PgBedError, PgCluster, free_port
 from pgbed.fakepg import FakePgFactory
 from pgbed.proxy import FaultProxy
 from psycopg.conninfo import conninfo_to_dict
+from waitbed import assert_budgets_fit_the_deadline, wait
 
 from smd import FailureKind
 from smd.checks._pg_dsn import LIBPQ_PARAMS, UNSUPPORTED_PARAMS, Dsn, parse_dsn
-from smd.checks.postgres import PostgresCheck, PostgresConfigError, PostgresOptions
-from smd.clock import SystemClock
+from smd.checks.postgres import PostgresConfigError, PostgresOptions
 from smd.phases._settings import DatabaseSettings
-from smd.retry import CheckResult
 
 ROOT = Path(__file__).resolve().parent.parent
 RESERVED = "/&@:?#%+ '\"\\=,;[]{}<>|^`$!*()~"
@@ -369,62 +366,6 @@ def _cli(args: list[str], env: dict[str, str], tmp: Path) -> subprocess.Complete
     )
 
 
-class _LoopClock:
-    """The retry loop's clock: the real one, recording where the loop started
-    (its first reading) and every wait between attempts it asked for."""
-
-    def __init__(self) -> None:
-        self._clock = SystemClock()
-        self.started: float | None = None
-        self.waits: list[float] = []
-
-    def monotonic(self) -> float:
-        now = self._clock.monotonic()
-        if self.started is None:
-            self.started = now
-        return now
-
-    def wall(self) -> float:
-        return self._clock.wall()
-
-    async def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        await self._clock.sleep(seconds)
-
-
-Calls = list[tuple[float, float, dict[str, Any]]]
-
-
-async def _wait(
-    options: PostgresOptions | str, deadline: float, attempt: float | None = None
-) -> tuple[CheckResult, Calls, _LoopClock]:
-    calls: Calls = []
-    clock = _LoopClock()
-
-    def on_attempt(start: float, end: float, ok: bool, /, **detail: Any) -> None:
-        calls.append((start, end, detail))
-
-    # A hang guard only (the loop has its own deadline): no claim about speed.
-    with anyio.fail_after(deadline + 30):
-        result = await PostgresCheck(options).wait_ready(
-            deadline_seconds=deadline, attempt_seconds=attempt, on_attempt=on_attempt, clock=clock
-        )
-    return result, calls, clock
-
-
-def _assert_budgets_fit(calls: Calls, clock: _LoopClock, deadline: float) -> None:
-    """Every budget the loop handed out fits in ``deadline`` by its own clock:
-    each later attempt's timeout is at most what was left after the attempt
-    and the wait before it (timeouts are reported to the microsecond)."""
-    assert clock.started is not None
-    ends_at = clock.started + deadline
-    assert calls[0][2]["timeout"] <= deadline + 1e-6
-    assert len(clock.waits) in (len(calls) - 1, len(calls))
-    for i in range(1, len(calls)):
-        left = ends_at - calls[i - 1][1] - clock.waits[i - 1]
-        assert calls[i][2]["timeout"] <= left + 1e-6, (i, calls[i][2]["timeout"], left)
-
-
 def _creds(dsn: str) -> str:
     """``user:password@`` of a test-bed DSN (percent-encoded as the test bed writes it)."""
     return dsn.partition("://")[2].rpartition("@")[0] + "@"
@@ -434,10 +375,10 @@ def _creds(dsn: str) -> str:
 async def test_connect_timeout_is_not_sent_to_the_server(
     pg_dsn: str, fake_pg: FakePgFactory
 ) -> None:
-    result, _, _ = await _wait(f"{pg_dsn}?connect_timeout=5&application_name=smd-t", deadline=5)
+    result, _, _ = await wait(f"{pg_dsn}?connect_timeout=5&application_name=smd-t", deadline=5)
     assert result.ok, result.render_text()
     server = fake_pg("28P01", "password authentication failed")
-    await _wait(f"{server.dsn()}?connect_timeout=5&application_name=smd-t", deadline=1)
+    await wait(f"{server.dsn()}?connect_timeout=5&application_name=smd-t", deadline=1)
     assert server.startups, "the fake server saw no startup packet"
     assert server.startups[0].get("application_name") == "smd-t"
     assert "connect_timeout" not in server.startups[0]
@@ -459,7 +400,7 @@ def test_connect_timeout_from_dsn_and_environment_through_the_cli(
 @pytest.mark.postgres
 async def test_connect_timeout_bounds_each_attempt(fault_proxy: FaultProxy, pg_dsn: str) -> None:
     fault_proxy.set_mode("blackhole")
-    result, calls, clock = await _wait(
+    result, rec, clock = await wait(
         f"{fault_proxy.dsn(pg_dsn)}?connect_timeout=2", deadline=5.5, attempt=5
     )
     assert result.failure is not None
@@ -467,15 +408,15 @@ async def test_connect_timeout_bounds_each_attempt(fault_proxy: FaultProxy, pg_d
     assert "no answer within" in result.failure.message
     # The loop allowed the first attempt all 5.5 s (a retry after 5 s would
     # have had less than a full attempt); libpq's connect_timeout cut it at 2 s.
-    assert calls[0][2]["timeout"] > 5  # more than attempt_seconds: all that was left
-    assert len(calls) >= 2  # cut short, so the deadline had room for a retry
+    assert rec.calls[0][3]["timeout"] > 5  # more than attempt_seconds: all that was left
+    assert len(rec.calls) >= 2  # cut short, so the deadline had room for a retry
     # Every attempt but the last (which the deadline may squeeze below 2 s)
     # was given more than 2 s and was ended by connect_timeout, not by its budget.
-    for _, _, detail in calls[:-1]:
+    for *_, detail in rec.calls[:-1]:
         assert detail["timeout"] > 2
         assert detail["kind"] == "timeout"
         assert detail["message"].startswith("no answer within connect_timeout=2s")
-    _assert_budgets_fit(calls, clock, 5.5)
+    assert_budgets_fit_the_deadline(rec, clock, 5.5)
 
 
 @pytest.mark.postgres
@@ -488,10 +429,10 @@ async def test_a_silent_first_host_costs_its_share_then_the_next_answers(
         f"{pg.host}:{pg.port}/{pg_dsn.rpartition('/')[2]}"
     )
     dialed = fault_proxy.accepted
-    result, calls, _ = await _wait(dsn, deadline=10, attempt=4)
+    result, rec, _ = await wait(dsn, deadline=10, attempt=4)
     assert result.ok, result.render_text()
     assert result.attempts == 1  # within one attempt, not after the silent host ate it
-    assert calls[0][2]["timeout"] == 4
+    assert rec.calls[0][3]["timeout"] == 4
     assert fault_proxy.accepted == dialed + 1  # the silent host was tried first, once
     assert result.last_probe is not None
     assert result.last_probe.summary.endswith(f"by postgres://{pg.host}:{pg.port}/smd_app")
@@ -499,7 +440,7 @@ async def test_a_silent_first_host_costs_its_share_then_the_next_answers(
         f"postgres://{fault_proxy.host}:{fault_proxy.port},{pg.host}:{pg.port}/smd_app"
     )
     # connect_timeout shortens the share, as libpq bounds each host.
-    quick, _, _ = await _wait(f"{dsn}?connect_timeout=2", deadline=10, attempt=8)
+    quick, _, _ = await wait(f"{dsn}?connect_timeout=2", deadline=10, attempt=8)
     assert quick.ok, quick.render_text()
     assert quick.attempts == 1
     assert fault_proxy.accepted == dialed + 2
@@ -508,14 +449,14 @@ async def test_a_silent_first_host_costs_its_share_then_the_next_answers(
     # connect_timeout when that is shorter.
     refusing = fake_pg("28P01", "password authentication failed")
     both = f"postgresql://u:pw@{fault_proxy.host}:{fault_proxy.port},{refusing.host}:{refusing.port}/db"
-    shared, _, _ = await _wait(both, deadline=10, attempt=4)
+    shared, _, _ = await wait(both, deadline=10, attempt=4)
     assert shared.failure is not None
     assert shared.failure.kind is FailureKind.CONFIGURATION  # the second host answered
     assert shared.attempts == 1
     silent = f"postgres://{fault_proxy.host}:{fault_proxy.port}/db"
     assert f"no answer within its share of the attempt, 2s ({silent})" in shared.failure.message
     assert len(refusing.startups) == 1  # tried within the same attempt
-    bounded, _, _ = await _wait(f"{both}?connect_timeout=2", deadline=10, attempt=8)
+    bounded, _, _ = await wait(f"{both}?connect_timeout=2", deadline=10, attempt=8)
     assert bounded.failure is not None
     assert f"no answer within connect_timeout=2s ({silent})" in bounded.failure.message
 
@@ -525,14 +466,14 @@ async def test_every_host_failing_names_each_host(fault_proxy: FaultProxy, pg_ds
     fault_proxy.set_mode("blackhole")
     dead = free_port()
     dsn = f"postgresql://{_creds(pg_dsn)}{fault_proxy.host}:{fault_proxy.port},127.0.0.1:{dead}/db"
-    result, calls, _ = await _wait(dsn, deadline=1.5, attempt=1)
+    result, rec, _ = await wait(dsn, deadline=1.5, attempt=1)
     assert result.failure is not None
     assert result.failure.kind is FailureKind.INFRASTRUCTURE  # the refused one may heal
     assert f"postgres://{fault_proxy.host}:{fault_proxy.port}/db" in result.failure.message
     assert f"postgres://127.0.0.1:{dead}/db" in result.failure.message
     assert "no answer within" in result.failure.message
     assert "connection refused" in result.failure.message
-    assert len(calls) >= 2
+    assert len(rec.calls) >= 2
 
 
 @pytest.mark.postgres
@@ -541,7 +482,7 @@ async def test_a_host_that_refuses_the_credentials_ends_the_list(
 ) -> None:
     dead = free_port()
     dsn = f"postgresql://{pg_app.user}:wrong-{MARKER}@{pg.host}:{pg.port},127.0.0.1:{dead}/x"
-    result, calls, clock = await _wait(dsn, deadline=5)
+    result, rec, clock = await wait(dsn, deadline=5)
     assert result.failure is not None
     assert result.failure.kind is FailureKind.CONFIGURATION
     assert result.failure.code == "28P01"
@@ -549,8 +490,8 @@ async def test_a_host_that_refuses_the_credentials_ends_the_list(
     assert f":{dead}" not in result.failure.message  # libpq: not tried after 28P01
     assert MARKER not in result.render_text()
     # Reported at once: one answered attempt, no wait, not the deadline.
-    assert result.attempts == len(calls) == 1
-    assert calls[0][2]["answered"] is True
+    assert result.attempts == len(rec.calls) == 1
+    assert rec.calls[0][3]["answered"] is True
     assert clock.waits == []
     assert not result.failure.deadline_reached
 
@@ -563,15 +504,15 @@ async def test_target_session_attrs_across_hosts(
         f"postgresql://{_creds(pg_dsn)}{fault_proxy.host}:{fault_proxy.port},"
         f"{pg.host}:{pg.port}/smd_app"
     )
-    standby, _, _ = await _wait(f"{dsn}?target_session_attrs=standby", deadline=1.5)
+    standby, _, _ = await wait(f"{dsn}?target_session_attrs=standby", deadline=1.5)
     assert standby.failure is not None
     assert standby.failure.kind is FailureKind.INFRASTRUCTURE  # a failover may cure it
     assert standby.failure.message.count("it is a primary") == 2
     assert standby.attempts >= 2
     # prefer-standby falls back to the first host when none is a standby.
-    fallback, _, _ = await _wait(f"{dsn}?target_session_attrs=prefer-standby", deadline=5)
+    fallback, _, _ = await wait(f"{dsn}?target_session_attrs=prefer-standby", deadline=5)
     assert fallback.ok, fallback.render_text()
-    primary, _, _ = await _wait(f"{dsn}?target_session_attrs=read-write", deadline=5)
+    primary, _, _ = await wait(f"{dsn}?target_session_attrs=read-write", deadline=5)
     assert primary.ok, primary.render_text()
     assert primary.last_probe is not None
     assert f"by postgres://{fault_proxy.host}:{fault_proxy.port}/" in primary.last_probe.summary
@@ -612,13 +553,13 @@ async def test_ipv6_hosts_in_the_query_and_in_brackets(pg6: PgCluster, tmp_path:
         f"postgresql://{creds}[::1]:{port}/smd_app",
         f"postgresql://{creds}/smd_app?host=%5B::1%5D&port={port}",
     ):
-        result, _, _ = await _wait(dsn, deadline=5)
+        result, _, _ = await wait(dsn, deadline=5)
         assert result.ok, result.render_text()
         assert result.target == f"postgres://[::1]:{port}/smd_app"
     # A refused IPv6 host first, then the IPv4 one.
     dead = free_port()
     listed = f"postgresql://{creds}/smd_app?host=::1,127.0.0.1&port={dead},{port}"
-    result, _, _ = await _wait(listed, deadline=5)
+    result, _, _ = await wait(listed, deadline=5)
     assert result.ok, result.render_text()
     out = _cli(
         ["check", "postgres", f"postgresql://{creds}/smd_app?host=::1&port={port}"], {}, tmp_path
@@ -672,7 +613,7 @@ async def test_options_from_the_environment_reach_the_cluster(
     monkeypatch.delenv("SMD_DATABASE_URL", raising=False)
     options = DatabaseSettings().options()
     assert options is not None
-    result, _, _ = await _wait(options, deadline=5)
+    result, _, _ = await wait(options, deadline=5)
     assert result.ok, result.render_text()
     assert result.target == f"postgres://{pg.host}:{pg.port}/{pg_app.database}"
 

@@ -21,32 +21,14 @@ from typing import Any
 import pytest
 from pgbed.cluster import free_port
 from pgbed.proxy import StartingStandby
+from waitbed import RecordingClock
 
 from smd import Failure, FailureKind
 from smd.checks.postgres import PostgresCheck
-from smd.clock import ManualClock, SystemClock
+from smd.clock import ManualClock
 from smd.retry import Backoff, ProbeResult, retry_until_ready
 
 BACKOFF = Backoff()
-
-
-class Waits:
-    """A clock that records every wait the loop asks for, then does it (a
-    ManualClock advances at once; a SystemClock really sleeps)."""
-
-    def __init__(self, clock: ManualClock | SystemClock) -> None:
-        self.clock = clock
-        self.waits: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.clock.monotonic()
-
-    def wall(self) -> float:
-        return self.clock.wall()
-
-    async def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        await self.clock.sleep(seconds)
 
 
 @dataclass
@@ -111,8 +93,8 @@ async def wait_for(
     backoff: Backoff = BACKOFF,
     seed: int = 1,
     **options: Any,
-) -> tuple[Any, Waits]:
-    waits = Waits(server.clock)
+) -> tuple[Any, RecordingClock]:
+    waits = RecordingClock(server.clock)
     result = await retry_until_ready(
         server.probe,
         target="scripted",
@@ -307,7 +289,7 @@ async def test_the_telling_failure_survives_a_squeezed_last_attempt() -> None:
 async def test_a_real_refusal_is_polled_at_the_first_step() -> None:
     """A closed port: real refusals are quick, so the waits stay at the first step
     (a refusal slowed by a busy machine may climb a step, never far)."""
-    waits = Waits(SystemClock())
+    waits = RecordingClock()
     check = PostgresCheck(f"postgresql://u:p@127.0.0.1:{free_port()}/db")
     result = await check.wait_ready(deadline_seconds=0.6, clock=waits)
     assert not result.ok
@@ -324,7 +306,7 @@ async def test_a_real_57p03_climbs_the_ladder(
 ) -> None:
     """A real server answering 57P03 "starting up": every answer is expensive."""
     standby: StartingStandby = starting_standby()
-    waits = Waits(SystemClock())
+    waits = RecordingClock()
     result = await PostgresCheck(standby.dsn()).wait_ready(deadline_seconds=1.5, clock=waits)
     assert not result.ok
     assert result.failure is not None
