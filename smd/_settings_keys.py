@@ -161,6 +161,16 @@ def _dotenv() -> dict[str, str]:
     return {key: "" for key in names if key.upper().startswith(_PREFIX)}
 
 
+def _nested(path: Sequence[str]) -> dict[str, Any]:
+    """A key's path as the data :func:`_walk` reads: ``("a", "b")`` is ``{"a": {"b": ""}}``."""
+    nested: dict[str, Any] = {}
+    level = nested
+    for part in path[:-1]:
+        level = level.setdefault(part, {})
+    level[path[-1]] = ""
+    return nested
+
+
 def _variables(model: type[BaseModel], names: Mapping[str, Any], source: str) -> list[UnknownKey]:
     """Unknown ``SMD_*`` names: ``SMD_A__B`` is the nested key ``a.b``."""
     out: list[UnknownKey] = []
@@ -169,12 +179,7 @@ def _variables(model: type[BaseModel], names: Mapping[str, Any], source: str) ->
         if not upper.startswith(_PREFIX) or upper in NOT_SETTINGS:
             continue
         parts = upper[len(_PREFIX) :].lower().split(_DELIMITER)
-        nested: dict[str, Any] = {}
-        level = nested
-        for part in parts[:-1]:
-            level = level.setdefault(part, {})
-        level[parts[-1]] = ""
-        for path, valid in _walk(model, nested, ()):
+        for path, valid in _walk(model, _nested(parts), ()):
             head = _PREFIX + _DELIMITER.join(p.upper() for p in path[:-1])
             head = head + _DELIMITER if len(path) > 1 else head
             close = _closest(path[-1], valid)
@@ -200,12 +205,7 @@ def unknown_key_inside(
     accepted ones are written as inside that value (``production.floor``).
     ``None`` when ``loc`` ends on a key that exists.
     """
-    nested: dict[str, Any] = {}
-    level = nested
-    for part in loc[:-1]:
-        level = level.setdefault(part, {})
-    level[loc[-1]] = ""
-    for path, valid in _walk(model, nested, ()):
+    for path, valid in _walk(model, _nested(loc), ()):
         if len(path) != len(loc) or len(path) <= depth:
             continue
         inner = path[depth:-1]
