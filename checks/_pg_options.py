@@ -392,15 +392,21 @@ class PostgresOptions:
         Every host of the list (asyncpg tries them in order), no ``timeout``:
         the caller bounds the connect (see :attr:`Resolved.connect_timeout`).
         """
-        self.validate()
-        r = self.resolve()
-        self.check_tls_files(r)
+        r = self.ready_to_connect()
         kwargs = self._common(r)
         kwargs["host"] = [h for h, _ in r.hosts]
         kwargs["port"] = [p for _, p in r.hosts]
         kwargs["target_session_attrs"] = r.target_session_attrs
         kwargs.update(self.connect_kwargs)
         return kwargs
+
+    def ready_to_connect(self) -> Resolved:
+        """The values in effect, once the options are valid and every TLS file they
+        name loads; raises :class:`PostgresConfigError` otherwise (before any socket)."""
+        self.validate()
+        r = self.resolve()
+        self.check_tls_files(r)
+        return r
 
     def host_arguments(self, resolved: Resolved, host: str, port: int) -> dict[str, Any]:
         """Keyword arguments for one :func:`asyncpg.connect` to one host of the list.

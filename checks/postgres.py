@@ -103,9 +103,7 @@ async def probe(options: Options, *, attempt_seconds: float) -> ProbeResult:
     timeout = attempt_seconds
     start = anyio.current_time()
     try:
-        options.validate()
-        resolved = options.resolve()
-        options.check_tls_files(resolved)
+        resolved = options.ready_to_connect()
     except PostgresConfigError as exc:
         return ProbeResult(
             False, classify(exc, target=target, secrets=secrets), start=start, end=start
