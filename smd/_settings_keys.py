@@ -15,6 +15,7 @@ Variables smd sets itself for the server it execs (``SMD_STARTUP_STATE``,
 from __future__ import annotations
 
 import copy
+import io
 import os
 import tomllib
 import typing
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
+
+from smd.exceptions import SettingsError
 
 __all__ = [
     "NOT_SETTINGS",
@@ -150,15 +153,27 @@ def settings_files() -> Iterator[tuple[str, Mapping[str, Any]]]:
 def _dotenv() -> dict[str, str]:
     """The ``SMD_*`` names ``.env`` sets, read by the parser pydantic-settings reads it with.
 
-    (A line of a quoted multi-line value is part of that value, not a name.)
+    (A line of a quoted multi-line value is part of that value, not a name.) A
+    line that parser cannot read is a :class:`~smd.exceptions.SettingsError`
+    naming its number, never its text (it may hold a secret): the parser would
+    skip it with a warning of its own, and the setting on it would be lost.
     """
     path = Path(".env")
     if not path.is_file():
         return {}
-    from dotenv import dotenv_values
+    from dotenv.parser import parse_stream
 
-    names = dotenv_values(path, encoding="utf-8")
-    return {key: "" for key in names if key.upper().startswith(_PREFIX)}
+    names: dict[str, str] = {}
+    for binding in parse_stream(io.StringIO(path.read_text(encoding="utf-8"))):
+        if binding.error:
+            raise SettingsError(
+                f"cannot parse settings file {path.absolute()} at line {binding.original.line}; "
+                "accepted: KEY=VALUE lines (a quoted value closes its quote), blank lines "
+                "and # comments"
+            )
+        if binding.key is not None and binding.key.upper().startswith(_PREFIX):
+            names[binding.key] = ""
+    return names
 
 
 def _nested(path: Sequence[str]) -> dict[str, Any]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import collections.abc
 import enum
 import functools
-import io
 import json
 import re
 import tomllib
@@ -507,30 +506,6 @@ def _not_a_file() -> str | None:
     return None
 
 
-def _dotenv_problem() -> str | None:
-    """A ``.env`` line python-dotenv cannot parse (it would skip it with a warning of its own).
-
-    The line itself is never quoted: it may hold a secret.
-    """
-    path = Path(".env")
-    try:
-        text = path.read_text("utf-8") if path.is_file() else ""
-    except (OSError, UnicodeDecodeError):
-        return None  # reported, with the file named, when the settings read it
-    if not text:
-        return None
-    from dotenv.parser import parse_stream
-
-    for binding in parse_stream(io.StringIO(text)):
-        if binding.error:
-            return (
-                f"cannot parse settings file {path.absolute()} at line {binding.original.line}; "
-                "accepted: KEY=VALUE lines (a quoted value closes its quote), blank lines "
-                "and # comments"
-            )
-    return None
-
-
 def _culprit(err: Exception) -> str:
     """Name the settings file behind a read, decode or TOML error (the error may not)."""
     named = getattr(err, "filename", None)
@@ -571,7 +546,7 @@ def load_settings(*, argument_names: Mapping[str, str] | None = None, **override
     is reported under its name in ``argument_names`` (the CLI maps
     ``environment`` to ``--env``), else as its ``SMD_*`` variable.
     """
-    problem = _not_a_file() or _dotenv_problem()
+    problem = _not_a_file()
     if problem is not None:
         raise SettingsError(problem)
     cls = settings_class()
