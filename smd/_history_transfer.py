@@ -157,7 +157,9 @@ def open_history(settings: Settings, *, readonly: bool) -> HistoryStore:
         raise StoreUnavailable(
             "the history store SMD_HISTORY_URL names could not be opened (see the warning above)"
         )
-    if type(store) is MemoryHistoryStore:  # what open_store gives for a path it cannot use
+    # What open_store gives for a path it cannot use: only if the path changed
+    # since the check above (a race), so still never an import into memory.
+    if type(store) is MemoryHistoryStore:
         raise StoreUnavailable(
             f"the history path {settings.history_file()} cannot be used (see the warning above)"
         )
